@@ -2,13 +2,26 @@ package proxy
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
 	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 
+	"github.com/emiago/sipgo/sip"
 	"go.uber.org/zap"
 
 	"github.com/umrouter/umrouter/dialplan"
 	"github.com/umrouter/umrouter/metrics"
+	"github.com/umrouter/umrouter/tlsmgr"
 )
 
 // Certificates is what the proxy needs from the certificate manager
@@ -24,13 +37,44 @@ type Certificates interface {
 	SelfSigned() bool
 }
 
-// Server is a running SIP proxy. Create it with New, start it with Run.
+// drainTimeout bounds how long Run waits for in-flight transactions after
+// its context is cancelled.
+const drainTimeout = 10 * time.Second
+
+// Server is a SIP proxy. Create it with New, start it with Run.
 type Server struct {
-	cfg   Config
-	plans dialplan.Plans
-	certs Certificates
-	m     *metrics.Metrics
-	log   *zap.Logger
+	cfg    Config
+	plans  dialplan.Plans
+	certs  Certificates
+	m      *metrics.Metrics
+	log    *zap.Logger
+	parser *sip.Parser
+
+	gatewaysByName map[string]*Gateway
+	gatewaysByAddr map[string]*Gateway // lowercased address
+	gatewaysByIP   map[netip.Addr]*Gateway
+
+	// branchPrefix makes our Via branches unique to this process, so that a
+	// response is recognised as ours by its branch alone.
+	branchPrefix string
+	branchSeq    atomic.Uint64
+	connSeq      atomic.Uint64
+
+	ctx      context.Context
+	wg       sync.WaitGroup
+	ready    atomic.Bool
+	draining atomic.Bool
+
+	udp     *net.UDPConn // backend-side (and optional gateway-side) UDP socket
+	tlsPort int          // our TLS port, written in gateway-facing Record-Route
+	tcpPort int
+
+	connMu    sync.Mutex
+	conns     map[uint64]*streamConn
+	connCount atomic.Int64
+
+	pool *backendPool
+	txs  txTable
 }
 
 // New checks cfg (SetDefaults must have been applied) and prepares a Server.
@@ -39,7 +83,35 @@ func New(cfg Config, plans dialplan.Plans, certs Certificates, m *metrics.Metric
 	if err := cfg.Validate(plans).Err(); err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, plans: plans, certs: certs, m: m, log: log}, nil
+	var rnd [6]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return nil, fmt.Errorf("random branch prefix: %w", err)
+	}
+	s := &Server{
+		cfg:            cfg,
+		plans:          plans,
+		certs:          certs,
+		m:              m,
+		log:            log,
+		parser:         sip.NewParser(),
+		gatewaysByName: map[string]*Gateway{},
+		gatewaysByAddr: map[string]*Gateway{},
+		gatewaysByIP:   map[netip.Addr]*Gateway{},
+		branchPrefix:   "z9hG4bKumr" + hex.EncodeToString(rnd[:]) + ".",
+		conns:          map[uint64]*streamConn{},
+	}
+	s.parser.MaxMessageLength = cfg.Limits.MaxMessageBytes
+	for i := range s.cfg.Gateways {
+		g := &s.cfg.Gateways[i]
+		s.gatewaysByName[g.Name] = g
+		s.gatewaysByAddr[strings.ToLower(g.Address)] = g
+		if ip, err := netip.ParseAddr(g.Address); err == nil {
+			s.gatewaysByIP[ip.Unmap()] = g
+		}
+	}
+	s.pool = newBackendPool(s.cfg.Backends, m)
+	s.txs.init()
+	return s, nil
 }
 
 // Run binds the listeners and serves until ctx is cancelled; it then stops
@@ -47,8 +119,357 @@ func New(cfg Config, plans dialplan.Plans, certs Certificates, m *metrics.Metric
 // returns nil. It returns an error at once if a listener cannot be bound.
 // ready, when not nil, is closed once every listener is bound.
 func (s *Server) Run(ctx context.Context, ready chan<- struct{}) error {
-	return errors.New("not implemented yet")
+	runCtx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s.ctx = runCtx
+	s.resolveGateways(ctx)
+
+	var listeners []net.Listener
+	closeAll := func() {
+		for _, l := range listeners {
+			_ = l.Close()
+		}
+	}
+	mode := s.cfg.StartupMode
+	if mode == "tls" || mode == "dual" {
+		l, err := net.Listen("tcp", s.cfg.Listen.TLS)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("listen tls %s: %w", s.cfg.Listen.TLS, err)
+		}
+		s.tlsPort = l.Addr().(*net.TCPAddr).Port
+		listeners = append(listeners, l)
+		s.wg.Add(1)
+		go s.acceptLoop(l, "TLS")
+	}
+	if mode == "tcp" || mode == "dual" {
+		l, err := net.Listen("tcp", s.cfg.Listen.TCP)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("listen tcp %s: %w", s.cfg.Listen.TCP, err)
+		}
+		s.tcpPort = l.Addr().(*net.TCPAddr).Port
+		listeners = append(listeners, l)
+		s.wg.Add(1)
+		go s.acceptLoop(l, "TCP")
+	}
+	udpAddr := s.cfg.Listen.UDP
+	if udpAddr == "" {
+		udpAddr = ":0" // backend side only; the port is written in our Via
+	}
+	ua, err := net.ResolveUDPAddr("udp", udpAddr)
+	if err == nil {
+		s.udp, err = net.ListenUDP("udp", ua)
+	}
+	if err != nil {
+		closeAll()
+		return fmt.Errorf("listen udp %s: %w", udpAddr, err)
+	}
+	_ = s.udp.SetReadBuffer(4 << 20)
+	_ = s.udp.SetWriteBuffer(4 << 20)
+	s.wg.Add(1)
+	go s.udpLoop()
+	s.wg.Add(1)
+	go s.txs.sweep(runCtx, &s.wg, s.expireTx)
+
+	s.ready.Store(true)
+	s.log.Info("umrouter serving",
+		zap.String("node", s.cfg.NodeName), zap.String("startup_mode", mode),
+		zap.String("tls", s.cfg.Listen.TLS), zap.String("tcp", s.cfg.Listen.TCP),
+		zap.String("udp", s.udp.LocalAddr().String()),
+		zap.Int("gateways", len(s.cfg.Gateways)), zap.Int("backends", len(s.cfg.Backends.Servers)))
+	if s.certs.SelfSigned() {
+		s.log.Warn("serving with a self-signed certificate: Lync peers are refused, and gateways must trust it explicitly (umrouter cert export)")
+	}
+	if ready != nil {
+		close(ready)
+	}
+
+	<-ctx.Done()
+	s.ready.Store(false)
+	s.draining.Store(true)
+	closeAll()
+	s.log.Info("stopping: draining in-flight transactions", zap.Int("transactions", s.txs.len()))
+	deadline := time.NewTimer(drainTimeout)
+	tick := time.NewTicker(50 * time.Millisecond)
+	for s.txs.len() > 0 {
+		select {
+		case <-deadline.C:
+			s.log.Warn("drain timeout: closing with transactions in flight", zap.Int("transactions", s.txs.len()))
+			goto done
+		case <-tick.C:
+		}
+	}
+done:
+	tick.Stop()
+	deadline.Stop()
+	cancel()
+	_ = s.udp.Close()
+	s.connMu.Lock()
+	for _, c := range s.conns {
+		c.close()
+	}
+	s.connMu.Unlock()
+	s.wg.Wait()
+	s.log.Info("stopped")
+	return nil
 }
 
 // Ready reports whether the listeners are up and at least one backend is usable.
-func (s *Server) Ready() bool { return false }
+func (s *Server) Ready() bool { return s.ready.Load() && s.pool.anyUp() }
+
+// ReadyError says why the server is not ready, or nil.
+func (s *Server) ReadyError() error {
+	switch {
+	case !s.ready.Load():
+		return errors.New("listeners not up")
+	case !s.pool.anyUp():
+		return errors.New("no backend server is up")
+	}
+	return nil
+}
+
+// resolveGateways maps gateway FQDNs to addresses, for peers identified by
+// source address (plain TCP and UDP). A name that does not resolve is logged
+// and skipped: its gateway can still connect over TLS.
+func (s *Server) resolveGateways(ctx context.Context) {
+	if s.cfg.StartupMode == "tls" && s.cfg.Listen.UDP == "" {
+		return
+	}
+	for i := range s.cfg.Gateways {
+		g := &s.cfg.Gateways[i]
+		if _, err := netip.ParseAddr(g.Address); err == nil {
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		ips, err := net.DefaultResolver.LookupNetIP(rctx, "ip", g.Address)
+		cancel()
+		if err != nil {
+			s.log.Warn("gateway address does not resolve; it can only connect over TLS", zap.String("gateway", g.Name), zap.Error(err))
+			continue
+		}
+		for _, ip := range ips {
+			s.gatewaysByIP[ip.Unmap()] = g
+		}
+	}
+}
+
+// acceptLoop accepts connections until the listener is closed. A transient
+// Accept error (EMFILE, ECONNABORTED) is retried with back-off instead of
+// ending the listener, unlike sipgo v1.7.3.
+func (s *Server) acceptLoop(l net.Listener, tp string) {
+	defer s.wg.Done()
+	backoff := 5 * time.Millisecond
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			s.log.Warn("accept failed, retrying", zap.String("transport", tp), zap.Error(err), zap.Duration("backoff", backoff))
+			time.Sleep(backoff)
+			backoff = min(backoff*2, time.Second)
+			continue
+		}
+		backoff = 5 * time.Millisecond
+		if s.connCount.Load() >= int64(s.cfg.Limits.MaxConnections) {
+			s.m.Handshakes.WithLabelValues("refused", "max_connections").Inc()
+			s.log.Warn("connection refused: limits.max_connections reached", zap.String("remote", nc.RemoteAddr().String()))
+			_ = nc.Close()
+			continue
+		}
+		s.wg.Add(1)
+		go s.serveConn(nc, tp)
+	}
+}
+
+// serveConn finishes the handshake (TLS) with a timeout, identifies the peer
+// and reads the connection until it ends.
+func (s *Server) serveConn(nc net.Conn, tp string) {
+	defer s.wg.Done()
+	c := &streamConn{id: s.connSeq.Add(1), conn: nc, tp: tp, remote: addrPortOf(nc.RemoteAddr())}
+	if tp == "TLS" {
+		tc := tls.Server(nc, s.certs.ServerConfig())
+		hctx, cancel := context.WithTimeout(s.ctx, s.cfg.Limits.HandshakeTimeout)
+		err := tc.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			reason := tlsmgr.HandshakeFailureReason(err)
+			if hctx.Err() != nil {
+				reason = "timeout"
+			}
+			s.m.Handshakes.WithLabelValues("refused", reason).Inc()
+			s.log.Info("TLS handshake refused", zap.String("remote", c.remote.String()), zap.String("reason", reason), zap.Error(err))
+			_ = nc.Close()
+			return
+		}
+		c.conn = tc
+		st := tc.ConnectionState()
+		c.peer = s.identifyTLS(st.PeerCertificates)
+		result := "ok"
+		if c.peer.refusal != "" {
+			result = "unauthorized"
+		}
+		s.m.Handshakes.WithLabelValues("ok", result).Inc()
+	} else {
+		c.peer = s.identifyByAddr(c.remote.Addr())
+	}
+	if c.peer.refusal != "" {
+		s.log.Warn("peer refused: every request will get 403", append(connFields(c), zap.String("reason", c.peer.refusal), zap.Strings("names", c.peer.names))...)
+	} else {
+		s.log.Info("peer connected", connFields(c)...)
+	}
+	s.addConn(c)
+	s.readLoop(c)
+}
+
+// identifyTLS applies RFC 5922 to the verified peer certificate and maps the
+// identity to a configured gateway (or backend server).
+func (s *Server) identifyTLS(chain []*x509.Certificate) peer {
+	if len(chain) == 0 {
+		return peer{refusal: "no_certificate"}
+	}
+	names := tlsmgr.PeerIdentities(chain[0])
+	for _, n := range names {
+		if g, ok := s.gatewaysByAddr[n]; ok {
+			if g.Kind == "lync" {
+				if tlsmgr.IsSelfSigned(chain[0]) {
+					return peer{gateway: g, names: names, refusal: "lync_peer_self_signed"}
+				}
+				if s.certs.SelfSigned() {
+					return peer{gateway: g, names: names, refusal: "own_certificate_self_signed"}
+				}
+			}
+			return peer{side: sideGateway, gateway: g, names: names}
+		}
+	}
+	for _, n := range names {
+		if addr, ok := s.pool.byHost(n); ok {
+			return peer{side: sideBackend, backend: addr, names: names}
+		}
+	}
+	return peer{names: names, refusal: "not_a_gateway"}
+}
+
+// identifyByAddr identifies a plain TCP or UDP peer by its source address.
+func (s *Server) identifyByAddr(ip netip.Addr) peer {
+	ip = ip.Unmap()
+	if g, ok := s.gatewaysByIP[ip]; ok {
+		return peer{side: sideGateway, gateway: g, names: []string{ip.String()}}
+	}
+	if addr, ok := s.pool.byIP(ip); ok {
+		return peer{side: sideBackend, backend: addr, names: []string{ip.String()}}
+	}
+	return peer{names: []string{ip.String()}, refusal: "not_a_gateway"}
+}
+
+func (s *Server) addConn(c *streamConn) {
+	s.connMu.Lock()
+	s.conns[c.id] = c
+	s.connMu.Unlock()
+	s.connCount.Add(1)
+	s.m.Connections.WithLabelValues(lower(c.tp), c.peer.side.String()).Inc()
+}
+
+func (s *Server) dropConn(c *streamConn) {
+	c.close()
+	s.connMu.Lock()
+	_, ok := s.conns[c.id]
+	delete(s.conns, c.id)
+	s.connMu.Unlock()
+	if ok {
+		s.connCount.Add(-1)
+		s.m.Connections.WithLabelValues(lower(c.tp), c.peer.side.String()).Dec()
+	}
+	s.pool.forget(c)
+}
+
+// connByID returns a live stream connection.
+func (s *Server) connByID(id uint64) *streamConn {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	c := s.conns[id]
+	if c == nil || c.closed.Load() {
+		return nil
+	}
+	return c
+}
+
+// gatewayConn returns a live connection of gateway g, or dials one (TLS to
+// address:port, verifying that its certificate names the address).
+func (s *Server) gatewayConn(g *Gateway) (flow, error) {
+	s.connMu.Lock()
+	for _, c := range s.conns {
+		if c.peer.gateway == g && c.peer.refusal == "" && !c.closed.Load() {
+			s.connMu.Unlock()
+			return c, nil
+		}
+	}
+	s.connMu.Unlock()
+	addr := net.JoinHostPort(g.Address, strconv.Itoa(g.Port))
+	return s.dial("TLS", addr, g.Address, peer{side: sideGateway, gateway: g, names: []string{g.Address}})
+}
+
+// dial opens a stream connection and starts its read loop.
+func (s *Server) dial(tp, addr, serverName string, p peer) (*streamConn, error) {
+	d := net.Dialer{Timeout: s.cfg.Backends.Health.Timeout}
+	nc, err := d.DialContext(s.ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s %s: %w", tp, addr, err)
+	}
+	if tp == "TLS" {
+		tc := tls.Client(nc, s.certs.ClientConfig(serverName))
+		hctx, cancel := context.WithTimeout(s.ctx, s.cfg.Limits.HandshakeTimeout)
+		err = tc.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			_ = nc.Close()
+			return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
+		}
+		nc = tc
+	}
+	c := &streamConn{id: s.connSeq.Add(1), conn: nc, tp: tp, remote: addrPortOf(nc.RemoteAddr()), peer: p}
+	s.addConn(c)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.readLoop(c)
+	}()
+	return c, nil
+}
+
+// udpLoop reads the UDP socket; each datagram is one message, handled in
+// arrival order on this goroutine.
+func (s *Server) udpLoop() {
+	defer s.wg.Done()
+	buf := make([]byte, 65536)
+	for {
+		n, addr, err := s.udp.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		if n <= 4 {
+			continue // keep-alive
+		}
+		f := udpFlow{pc: s.udp, addr: addr}
+		s.handleDatagram(f, buf[:n])
+	}
+}
+
+func lower(s string) string { return strings.ToLower(s) }
+
+func connFields(c *streamConn) []zap.Field {
+	f := []zap.Field{zap.Uint64("conn", c.id), zap.String("transport", lower(c.tp)), zap.String("remote", c.remote.String()), zap.String("side", c.peer.side.String())}
+	if c.peer.gateway != nil {
+		f = append(f, zap.String("gateway", c.peer.gateway.Name))
+	}
+	if c.peer.backend != "" {
+		f = append(f, zap.String("backend", c.peer.backend))
+	}
+	return f
+}
+
+func errField(err error) zap.Field { return zap.Error(err) }

@@ -1,0 +1,187 @@
+package proxy
+
+import (
+	"bufio"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// side says which way a peer faces: gateways send calls in, backends are the
+// UM servers calls go to.
+type side int
+
+const (
+	sideGateway side = iota
+	sideBackend
+)
+
+func (s side) String() string {
+	if s == sideBackend {
+		return "backend"
+	}
+	return "gateway"
+}
+
+// flow is a path a message can be sent on: a stream connection, or a UDP
+// socket with a remote address.
+type flow interface {
+	send(b []byte) error
+	// viaTransport is the Via transport token: TLS, TCP or UDP.
+	viaTransport() string
+	// flowID identifies a stream connection in Via and Record-Route
+	// parameters; 0 for UDP.
+	flowID() uint64
+	// remoteAddr is the peer's address.
+	remoteAddr() netip.AddrPort
+}
+
+// peer is who is at the other end of a connection, decided once per
+// connection from its certificate (TLS) or source address (TCP, UDP).
+type peer struct {
+	side    side
+	gateway *Gateway // set for identified gateways
+	backend string   // backend server address, for sideBackend
+	// refusal, when not empty, is why every request of this peer is refused
+	// with 403 and the connection closed.
+	refusal string
+	// names are the identities read from the certificate, for logs.
+	names []string
+}
+
+// streamConn is a TCP or TLS connection. One goroutine reads it and handles
+// its messages in arrival order; writers serialise on writeMu.
+type streamConn struct {
+	id     uint64
+	conn   net.Conn
+	tp     string // "TLS" or "TCP"
+	remote netip.AddrPort
+	peer   peer
+
+	writeMu sync.Mutex
+	closed  atomic.Bool
+	// closeAfterWrite is set by handlers that refuse the peer: the read loop
+	// closes the connection once the current message is answered.
+	closeAfterWrite atomic.Bool
+}
+
+// writeTimeout bounds a write to a peer that stopped reading, so one stuck
+// peer cannot hold a handler forever.
+const writeTimeout = 5 * time.Second
+
+func (c *streamConn) send(b []byte) error {
+	if c.closed.Load() {
+		return net.ErrClosed
+	}
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	_ = c.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+	_, err := c.conn.Write(b)
+	if err != nil {
+		c.close()
+	}
+	return err
+}
+
+func (c *streamConn) viaTransport() string       { return c.tp }
+func (c *streamConn) flowID() uint64             { return c.id }
+func (c *streamConn) remoteAddr() netip.AddrPort { return c.remote }
+
+func (c *streamConn) close() {
+	if c.closed.CompareAndSwap(false, true) {
+		_ = c.conn.Close()
+	}
+}
+
+// tlsState returns the connection's TLS state, or nil for TCP.
+func (c *streamConn) tlsState() *tls.ConnectionState {
+	if tc, ok := c.conn.(*tls.Conn); ok {
+		st := tc.ConnectionState()
+		return &st
+	}
+	return nil
+}
+
+// isTimeout reports whether err is a deadline expiry.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}
+
+// isClosed reports whether err only says the connection ended.
+func isClosed(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+func addrPortOf(a net.Addr) netip.AddrPort {
+	switch v := a.(type) {
+	case *net.TCPAddr:
+		return v.AddrPort()
+	case *net.UDPAddr:
+		return v.AddrPort()
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}
+
+// readLoop reads messages until the connection ends and hands each to
+// handle, in order, on this goroutine.
+func (s *Server) readLoop(c *streamConn) {
+	defer s.dropConn(c)
+	fr := frameReader{
+		r:        bufio.NewReaderSize(c.conn, 4096),
+		maxBytes: s.cfg.Limits.MaxMessageBytes,
+		pong:     func() { _ = c.send([]byte("\r\n")) },
+	}
+	for {
+		_ = c.conn.SetReadDeadline(time.Now().Add(s.cfg.Limits.IdleTimeout))
+		frame, err := fr.next()
+		if err != nil {
+			switch {
+			case isClosed(err) || c.closed.Load():
+			case isTimeout(err):
+				s.log.Debug("connection idle, closing", connFields(c)...)
+			default:
+				s.m.MalformedMessages.WithLabelValues(lower(c.tp), framingReason(err)).Inc()
+				s.log.Warn("connection closed: unreadable stream", append(connFields(c), errField(err))...)
+			}
+			return
+		}
+		s.handleFrame(c, frame)
+		if c.closeAfterWrite.Load() {
+			return
+		}
+	}
+}
+
+func framingReason(err error) string {
+	switch {
+	case errors.Is(err, errMessageTooLarge):
+		return "too_large"
+	case errors.Is(err, errTooManyHeaders):
+		return "too_many_headers"
+	case errors.Is(err, errNoContentLength), errors.Is(err, errBadContentLength):
+		return "content_length"
+	}
+	return "other"
+}
+
+// udpFlow is a remote address reached through one of our UDP sockets.
+type udpFlow struct {
+	pc   *net.UDPConn
+	addr netip.AddrPort
+}
+
+func (u udpFlow) send(b []byte) error {
+	_, err := u.pc.WriteToUDPAddrPort(b, u.addr)
+	return err
+}
+func (u udpFlow) viaTransport() string       { return "UDP" }
+func (u udpFlow) flowID() uint64             { return 0 }
+func (u udpFlow) remoteAddr() netip.AddrPort { return u.addr }

@@ -1,0 +1,75 @@
+package proxy
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/umrouter/umrouter/internal/sipptest"
+)
+
+// placeCall runs INVITE/100/180/200/ACK/BYE/200 on c and reports the first problem.
+func placeCall(c *sipClient) error {
+	inv, d := c.invite("12345")
+	c.send(inv)
+	var codes []int
+	for {
+		r := c.response(10 * time.Second)
+		codes = append(codes, r.StatusCode)
+		if r.StatusCode >= 200 {
+			if r.StatusCode != 200 {
+				return fmt.Errorf("INVITE answered %d (codes %v)", r.StatusCode, codes)
+			}
+			d.establish(r)
+			break
+		}
+	}
+	if len(d.routes) != 2 {
+		return fmt.Errorf("want our two Record-Route entries, got %v", d.routes)
+	}
+	c.send(c.inDialog(d, "ACK"))
+	c.send(c.inDialog(d, "BYE"))
+	r := c.response(10 * time.Second)
+	if r.StatusCode != 200 || r.CSeq().MethodName != "BYE" {
+		return fmt.Errorf("BYE answered %s", r.StartLine())
+	}
+	return nil
+}
+
+func TestCallsFromTLSGatewayCompleteAtSIPpBackend(t *testing.T) {
+	uas := sipptest.StartUAS(t, sipptest.UASOptions{Scenario: "uas.xml"})
+	pki := newTestPKI(t)
+	cfg, plans := baseConfig(uas.Addr())
+	p := startProxy(t, pki, cfg, plans)
+
+	const conns, callsPerConn = 10, 20
+	var wg sync.WaitGroup
+	errs := make(chan error, conns*callsPerConn)
+	for i := 0; i < conns; i++ {
+		c, err := dialGateway(t, p.tlsAddr, pki, &pki.gw.TLS, nil)
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		c.name = fmt.Sprintf("gw-conn-%d", i)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; j < callsPerConn; j++ {
+				if err := placeCall(c); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	st, err := uas.WaitSuccessful(conns*callsPerConn, 20*time.Second)
+	if err != nil {
+		t.Fatalf("SIPp UAS: %v (stats %+v)", err, st)
+	}
+}

@@ -1,0 +1,130 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+)
+
+// Framing errors. Each ends the connection: once framing is lost on a stream
+// there is no message boundary to resynchronise on.
+var (
+	errMessageTooLarge  = errors.New("message exceeds limits.max_message_bytes")
+	errTooManyHeaders   = errors.New("too many header lines")
+	errNoContentLength  = errors.New("no Content-Length on a stream transport")
+	errBadContentLength = errors.New("invalid Content-Length")
+)
+
+// maxHeaderLines bounds a header flood independently of the byte limit.
+const maxHeaderLines = 256
+
+// frameReader cuts a byte stream into SIP messages (RFC 3261 §7.5, §18.3):
+// headers up to the empty line, then exactly Content-Length bytes of body.
+// It enforces the size and header-count limits while reading, so a peer can
+// never make it buffer more than maxBytes.
+type frameReader struct {
+	r        *bufio.Reader
+	maxBytes int
+	buf      []byte
+	// pong is called when the peer sent a CRLFCRLF keep-alive (RFC 5626 §4.4.1).
+	pong func()
+}
+
+// next returns the next message. The returned slice is valid until the next call.
+func (f *frameReader) next() ([]byte, error) {
+	f.buf = f.buf[:0]
+	contentLength := -1
+	lines := 0
+	blank := 0
+	for {
+		line, err := f.readLine()
+		if err != nil {
+			return nil, err
+		}
+		if len(f.buf) == 0 {
+			// Before the start line: CRLFs are keep-alives and are ignored.
+			if len(bytes.TrimRight(line, "\r\n")) == 0 {
+				blank++
+				if blank == 2 && f.pong != nil {
+					f.pong()
+					blank = 0
+				}
+				continue
+			}
+		}
+		if len(f.buf)+len(line) > f.maxBytes {
+			return nil, errMessageTooLarge
+		}
+		f.buf = append(f.buf, line...)
+		trimmed := bytes.TrimRight(line, "\r\n")
+		if len(trimmed) == 0 {
+			break // end of headers
+		}
+		lines++
+		if lines > maxHeaderLines {
+			return nil, errTooManyHeaders
+		}
+		if n, ok, err := contentLengthOf(trimmed); ok {
+			if err != nil {
+				return nil, err
+			}
+			contentLength = n
+		}
+	}
+	if contentLength < 0 {
+		return nil, errNoContentLength
+	}
+	if len(f.buf)+contentLength > f.maxBytes {
+		return nil, errMessageTooLarge
+	}
+	start := len(f.buf)
+	f.buf = append(f.buf, make([]byte, contentLength)...)
+	if _, err := io.ReadFull(f.r, f.buf[start:]); err != nil {
+		return nil, err
+	}
+	return f.buf, nil
+}
+
+// readLine reads one line including its LF, refusing lines longer than the
+// message limit (bufio.Reader.ReadSlice alone would grow without bound).
+func (f *frameReader) readLine() ([]byte, error) {
+	var line []byte
+	for {
+		chunk, err := f.r.ReadSlice('\n')
+		if err == nil {
+			if line == nil {
+				return chunk, nil
+			}
+			return append(line, chunk...), nil
+		}
+		if !errors.Is(err, bufio.ErrBufferFull) {
+			return nil, err
+		}
+		line = append(line, chunk...)
+		if len(line)+len(f.buf) > f.maxBytes {
+			return nil, errMessageTooLarge
+		}
+	}
+}
+
+// contentLengthOf reports whether line is a Content-Length header (long or
+// compact form) and, if so, its value.
+func contentLengthOf(line []byte) (n int, ok bool, err error) {
+	colon := bytes.IndexByte(line, ':')
+	if colon < 0 {
+		return 0, false, nil
+	}
+	name := bytes.TrimSpace(line[:colon])
+	if !bytes.EqualFold(name, []byte("Content-Length")) && !bytes.EqualFold(name, []byte("l")) {
+		return 0, false, nil
+	}
+	v := bytes.TrimSpace(line[colon+1:])
+	n, err = strconv.Atoi(string(v))
+	if err != nil || n < 0 {
+		return 0, true, fmt.Errorf("%w: %q", errBadContentLength, v)
+	}
+	return n, true, nil
+}

@@ -1,0 +1,909 @@
+package proxy
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	"go.uber.org/zap"
+
+	"github.com/umrouter/umrouter/dialplan"
+)
+
+// ourRouteParam marks the Record-Route entries umrouter writes; its value
+// says which side the entry faces ("g" gateway, "b" backend).
+const ourRouteParam = "umr"
+
+// handleFrame parses one message read from a stream connection.
+func (s *Server) handleFrame(c *streamConn, frame []byte) {
+	msg, err := s.parser.ParseSIP(frame)
+	if err != nil {
+		s.malformed(c, c.peer, frame, err)
+		return
+	}
+	msg.SetSource(c.remote.String())
+	s.handleMessage(c, &c.peer, msg)
+	if c.peer.refusal != "" {
+		c.closeAfterWrite.Store(true)
+	}
+}
+
+// handleDatagram parses one UDP datagram.
+func (s *Server) handleDatagram(f udpFlow, b []byte) {
+	p := s.identifyByAddr(f.addr.Addr())
+	msg, err := s.parser.ParseSIP(b)
+	if err != nil {
+		s.malformed(f, p, b, err)
+		return
+	}
+	msg.SetSource(f.addr.String())
+	s.handleMessage(f, &p, msg)
+}
+
+func (s *Server) handleMessage(f flow, p *peer, msg sip.Message) {
+	switch m := msg.(type) {
+	case *sip.Request:
+		s.handleRequest(f, p, m)
+	case *sip.Response:
+		s.handleResponse(f, p, m)
+	}
+}
+
+// malformed answers an unparseable message with 400 when its Via, From, To,
+// Call-ID and CSeq lines can be copied, and counts it either way.
+func (s *Server) malformed(f flow, p peer, frame []byte, err error) {
+	s.m.MalformedMessages.WithLabelValues(lower(f.viaTransport()), "parse").Inc()
+	s.log.Info("malformed message", zap.String("remote", f.remoteAddr().String()), zap.String("side", p.side.String()), zap.Error(err))
+	if resp := badRequestFor(frame); resp != nil {
+		_ = f.send(resp)
+		s.m.Refusals.WithLabelValues("400", "malformed").Inc()
+	}
+}
+
+// badRequestFor builds a 400 from the raw header lines a response needs, or
+// returns nil when the message is not a request or lacks them.
+func badRequestFor(frame []byte) []byte {
+	if bytes.HasPrefix(frame, []byte("SIP/")) {
+		return nil // a response: never answered
+	}
+	want := map[string]string{"via": "Via", "v": "Via", "from": "From", "f": "From", "to": "To", "t": "To", "call-id": "Call-ID", "i": "Call-ID", "cseq": "CSeq"}
+	var out bytes.Buffer
+	out.WriteString("SIP/2.0 400 Bad Request\r\n")
+	found := map[string]bool{}
+	for _, line := range bytes.Split(frame, []byte("\r\n"))[1:] {
+		if len(line) == 0 {
+			break
+		}
+		colon := bytes.IndexByte(line, ':')
+		if colon < 0 {
+			continue
+		}
+		name, ok := want[strings.ToLower(strings.TrimSpace(string(line[:colon])))]
+		if !ok {
+			continue
+		}
+		found[name] = true
+		out.WriteString(name)
+		out.WriteString(": ")
+		out.Write(bytes.TrimSpace(line[colon+1:]))
+		out.WriteString("\r\n")
+	}
+	if len(found) != 5 {
+		return nil
+	}
+	out.WriteString("Content-Length: 0\r\n\r\n")
+	return out.Bytes()
+}
+
+// refuse answers req with code and counts and logs the refusal. warning, if
+// not empty, goes into a Warning header (RFC 3261 §20.43, code 399).
+func (s *Server) refuse(f flow, p *peer, req *sip.Request, code int, reason, warning string, extra ...sip.Header) {
+	res := sip.NewResponseFromRequest(req, code, reasonPhrase(code), nil)
+	if warning != "" {
+		res.AppendHeader(sip.NewHeader("Warning", fmt.Sprintf("399 %s %q", s.cfg.Advertise, warning)))
+	}
+	for _, h := range extra {
+		res.AppendHeader(h)
+	}
+	_ = f.send([]byte(res.String()))
+	s.m.Refusals.WithLabelValues(strconv.Itoa(code), reason).Inc()
+	if p.side == sideGateway {
+		s.m.Responses.WithLabelValues(string(req.Method), codeClass(code)).Inc()
+	}
+	fields := []zap.Field{zap.Int("code", code), zap.String("reason", reason), zap.String("method", string(req.Method)),
+		zap.String("call_id", callID(req)), zap.String("remote", f.remoteAddr().String())}
+	if p.gateway != nil {
+		fields = append(fields, zap.String("gateway", p.gateway.Name))
+	}
+	s.log.Info("request refused", fields...)
+}
+
+func (s *Server) handleRequest(f flow, p *peer, req *sip.Request) {
+	if req.Via() == nil || req.From() == nil || req.To() == nil || req.CallID() == nil || req.CSeq() == nil {
+		if req.Via() != nil {
+			s.refuse(f, p, req, 400, "missing_header", "mandatory header missing")
+		}
+		s.m.MalformedMessages.WithLabelValues(lower(f.viaTransport()), "missing_header").Inc()
+		return
+	}
+	if req.CSeq().MethodName != req.Method {
+		s.refuse(f, p, req, 400, "cseq_method", "CSeq method does not match the request")
+		return
+	}
+	gwName, planName := "", ""
+	if p.gateway != nil {
+		gwName = p.gateway.Name
+		planName = p.gateway.DialPlan
+	}
+	s.m.Requests.WithLabelValues(string(req.Method), gwName, planName).Inc()
+
+	if p.refusal != "" {
+		if req.Method != sip.ACK {
+			s.refuse(f, p, req, 403, p.refusal, refusalText(p.refusal))
+		}
+		return
+	}
+
+	switch req.Method {
+	case sip.ACK:
+		if tx := s.txs.byServerKey(serverKey(req.Via(), sip.INVITE)); tx != nil {
+			s.absorbAck(tx) // ACK of a non-2xx final: hop by hop, ends here
+			return
+		}
+	case sip.CANCEL:
+		s.handleCancel(f, p, req)
+		return
+	default:
+		if tx := s.txs.byServerKey(serverKey(req.Via(), req.Method)); tx != nil {
+			s.retransmission(tx)
+			return
+		}
+	}
+
+	if s.looped(req) {
+		s.refuse(f, p, req, 482, "loop", "loop detected")
+		return
+	}
+	if mf := req.MaxForwards(); mf != nil {
+		if mf.Val() == 0 {
+			if req.Method != sip.ACK {
+				s.refuse(f, p, req, 483, "too_many_hops", "")
+			}
+			return
+		}
+		mf.Dec()
+	} else {
+		mf := sip.MaxForwardsHeader(70)
+		req.AppendHeader(&mf)
+	}
+
+	popped := s.popOwnRoutes(req)
+	inDialog := req.To().Params.Has("tag")
+
+	// Which side does the request go to? Our own Record-Route says so for
+	// in-dialog requests; otherwise requests cross from one side to the other.
+	toward := sideBackend
+	if p.side == sideBackend {
+		toward = sideGateway
+	}
+	if popped.found {
+		toward = popped.toward
+	}
+
+	if p.side == sideGateway && !inDialog && !popped.found && req.Route() == nil {
+		if req.Method == sip.OPTIONS && req.Recipient.User == "" {
+			s.answerOptions(f, req)
+			return
+		}
+		if s.draining.Load() {
+			s.refuse(f, p, req, 503, "draining", "node is draining", retryAfter(5))
+			return
+		}
+		plan, ok := s.plans.Lookup(p.gateway.DialPlan)
+		if ok && plan.Security != dialplan.Unsecured && f.viaTransport() != "TLS" {
+			s.refuse(f, p, req, 403, "tls_required", "TLS required")
+			return
+		}
+	}
+
+	if req.Method == sip.ACK {
+		s.forwardStateless(f, p, req, toward, popped)
+		return
+	}
+	tx := s.newTransaction(f, p, req, toward)
+	if req.Method == sip.INVITE {
+		trying := sip.NewResponseFromRequest(req, 100, "Trying", nil)
+		_ = f.send([]byte(trying.String()))
+	}
+	if toward == sideBackend {
+		if inDialog || popped.found || req.Route() != nil {
+			s.forwardInDialogToBackend(tx)
+		} else {
+			s.forwardToPool(tx)
+		}
+		return
+	}
+	s.forwardToGateway(tx, popped)
+}
+
+func refusalText(reason string) string {
+	switch reason {
+	case "not_a_gateway":
+		return "certificate names no configured gateway"
+	case "lync_peer_self_signed":
+		return "Lync peers need a CA-issued certificate"
+	case "own_certificate_self_signed":
+		return "umrouter's certificate is self-signed: Lync needs a CA-issued one"
+	}
+	return reason
+}
+
+func retryAfter(seconds int) sip.Header {
+	return sip.NewHeader("Retry-After", strconv.Itoa(seconds))
+}
+
+// looped reports whether the request already went through this process
+// (one of its Vias carries our branch prefix).
+func (s *Server) looped(req *sip.Request) bool {
+	for _, h := range req.GetHeaders("Via") {
+		if v, ok := h.(*sip.ViaHeader); ok {
+			if b, _ := v.Params.Get("branch"); strings.HasPrefix(b, s.branchPrefix) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// poppedRoute is what our own Route entries told us.
+type poppedRoute struct {
+	found   bool
+	toward  side
+	flowID  uint64
+	gateway string
+}
+
+// popOwnRoutes removes the Route entries that umrouter wrote (loose routing,
+// RFC 3261 §16.4) and returns what the last of them says about the next hop.
+func (s *Server) popOwnRoutes(req *sip.Request) poppedRoute {
+	var pr poppedRoute
+	for {
+		r := req.Route()
+		if r == nil {
+			return pr
+		}
+		side, ok := r.Address.UriParams.Get(ourRouteParam)
+		if !ok || !s.isOurHost(r.Address.Host) {
+			return pr
+		}
+		pr.found = true
+		pr.toward = sideBackend
+		if side == "g" {
+			pr.toward = sideGateway
+			pr.gateway, _ = r.Address.UriParams.Get("gw")
+			if v, ok := r.Address.UriParams.Get("fl"); ok {
+				pr.flowID, _ = strconv.ParseUint(v, 10, 64)
+			}
+		}
+		req.RemoveHeader("Route")
+	}
+}
+
+func (s *Server) isOurHost(host string) bool {
+	return strings.EqualFold(strings.Trim(host, "[]"), s.cfg.Advertise)
+}
+
+func (s *Server) answerOptions(f flow, req *sip.Request) {
+	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
+	res.AppendHeader(sip.NewHeader("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, PRACK, REFER, NOTIFY"))
+	res.AppendHeader(sip.NewHeader("Accept", "application/sdp"))
+	_ = f.send([]byte(res.String()))
+	s.m.Responses.WithLabelValues("OPTIONS", "2xx").Inc()
+}
+
+func (s *Server) newBranch() string {
+	return s.branchPrefix + strconv.FormatUint(s.branchSeq.Add(1), 36)
+}
+
+func (s *Server) newTransaction(f flow, p *peer, req *sip.Request, toward side) *transaction {
+	tx := &transaction{
+		serverKey: serverKey(req.Via(), req.Method),
+		method:    req.Method,
+		callID:    callID(req),
+		in:        f,
+		inSide:    p.side,
+		req:       req,
+		gateway:   p.gateway,
+		started:   time.Now(),
+	}
+	if p.gateway != nil {
+		tx.plan = p.gateway.DialPlan
+	}
+	return tx
+}
+
+// ourVia is the Via umrouter puts on top of a request it sends over tp.
+// fl, the sender's stream connection, lets a response that outlived its
+// transaction (a retransmitted 2xx) find its way back.
+func (s *Server) ourVia(tp, branch string, in flow) *sip.ViaHeader {
+	v := &sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: tp, Host: s.cfg.Advertise, Port: s.portFor(tp), Params: sip.NewParams()}
+	v.Params.Add("branch", branch)
+	if id := in.flowID(); id != 0 {
+		v.Params.Add("fl", strconv.FormatUint(id, 10))
+	}
+	v.Params.Add("rport", "")
+	return v
+}
+
+func (s *Server) portFor(tp string) int {
+	switch tp {
+	case "UDP":
+		return s.udp.LocalAddr().(*net.UDPAddr).Port
+	case "TCP":
+		if s.tcpPort != 0 {
+			return s.tcpPort
+		}
+	}
+	if s.tlsPort != 0 {
+		return s.tlsPort
+	}
+	return 5061
+}
+
+// recordRoute builds our Record-Route entry facing side sd over flow f.
+func (s *Server) recordRoute(sd side, tp string, f flow, g *Gateway) *sip.RecordRouteHeader {
+	u := sip.Uri{Scheme: "sip", User: s.cfg.NodeName, Host: s.cfg.Advertise, Port: s.portFor(tp), UriParams: sip.NewParams()}
+	u.UriParams.Add("transport", lower(tp))
+	u.UriParams.Add("lr", "")
+	if sd == sideGateway {
+		u.UriParams.Add(ourRouteParam, "g")
+		if g != nil {
+			u.UriParams.Add("gw", g.Name)
+		}
+		if id := f.flowID(); id != 0 {
+			u.UriParams.Add("fl", strconv.FormatUint(id, 10))
+		}
+	} else {
+		u.UriParams.Add(ourRouteParam, "b")
+	}
+	return &sip.RecordRouteHeader{Address: u}
+}
+
+func (s *Server) backendTransport() string { return strings.ToUpper(s.cfg.Backends.Transport) }
+
+// backendFlow returns the path to backend server b, dialing a stream
+// connection when there is none.
+func (s *Server) backendFlow(b *backendServer) (flow, error) {
+	tp := s.backendTransport()
+	if tp == "UDP" {
+		ap, err := b.resolve(s.ctx)
+		if err != nil {
+			return nil, fmt.Errorf("resolve %s: %w", b.addr, err)
+		}
+		return udpFlow{pc: s.udp, addr: ap}, nil
+	}
+	if c := b.conn.Load(); c != nil && !c.closed.Load() {
+		return c, nil
+	}
+	b.connMu.Lock()
+	defer b.connMu.Unlock()
+	if c := b.conn.Load(); c != nil && !c.closed.Load() {
+		return c, nil
+	}
+	c, err := s.dial(tp, b.addr, b.host, peer{side: sideBackend, backend: b.addr, names: []string{b.host}})
+	if err != nil {
+		return nil, err
+	}
+	b.conn.Store(c)
+	return c, nil
+}
+
+// forwardToPool sends a new request to the next healthy backend server,
+// failing over on transport errors; 503 when none is left.
+func (s *Server) forwardToPool(tx *transaction) {
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	s.forwardToPoolLocked(tx)
+}
+
+func (s *Server) forwardToPoolLocked(tx *transaction) {
+	for {
+		b := s.pool.pick(tx.tried)
+		if b == nil {
+			s.noBackend(tx)
+			return
+		}
+		tx.tried = append(tx.tried, b)
+		out, err := s.backendFlow(b)
+		if err == nil {
+			err = s.sendTx(tx, out, b)
+		}
+		if err == nil {
+			if tx.method == sip.INVITE && len(tx.tried) == 1 {
+				s.log.Info("call routed", zap.String("call_id", tx.callID), zap.String("gateway", gatewayName(tx.gateway)),
+					zap.String("dial_plan", tx.plan), zap.String("backend", b.addr))
+			}
+			return
+		}
+		s.m.BackendRequests.WithLabelValues(b.addr, "error").Inc()
+		s.log.Warn("backend unreachable, trying the next one", zap.String("backend", b.addr), zap.String("call_id", tx.callID), zap.Error(err))
+		s.pool.markDown(b, s.cfg.Backends.Health.Interval)
+	}
+}
+
+// noBackend ends tx with 503 and Retry-After: every server was tried or is down.
+func (s *Server) noBackend(tx *transaction) {
+	secs := int(s.cfg.Backends.Health.Interval / time.Second)
+	if secs < 1 {
+		secs = 1
+	}
+	s.respondLocal(tx, 503, "no_backend", "no UM server available", retryAfter(secs))
+}
+
+// sendTx builds the forwarded copy of tx.req for out and sends it. The
+// request as received stays untouched: local answers are built from it.
+func (s *Server) sendTx(tx *transaction, out flow, b *backendServer) error {
+	old := tx.branch
+	tx.branch = s.newBranch()
+	fwd := tx.req.Clone()
+	fwd.PrependHeader(s.ourVia(out.viaTransport(), tx.branch, tx.in))
+	if tx.method == sip.INVITE && !tx.req.To().Params.Has("tag") {
+		// Double Record-Route (RFC 5658): the entry facing the next hop on top.
+		fwd.PrependHeader(s.recordRoute(oppositeSide(tx.inSide), out.viaTransport(), out, nil),
+			s.recordRoute(tx.inSide, tx.in.viaTransport(), tx.in, tx.gateway))
+	}
+	tx.fwd = fwd
+	tx.bytes = []byte(fwd.String())
+	tx.out = out
+	tx.backend = b
+	tx.state = txCalling
+	now := time.Now()
+	tx.deadline = now.Add(s.cfg.Backends.Health.Timeout)
+	if out.viaTransport() == "UDP" {
+		tx.retransEvery = t1
+		tx.retransAt = now.Add(t1)
+	} else {
+		tx.retransAt = time.Time{}
+	}
+	if old == "" {
+		s.txs.add(tx)
+	} else {
+		s.txs.rekey(tx, old)
+	}
+	if err := out.send(tx.bytes); err != nil {
+		return err
+	}
+	if b != nil {
+		s.m.BackendRequests.WithLabelValues(b.addr, "ok").Inc()
+	}
+	return nil
+}
+
+func oppositeSide(sd side) side {
+	if sd == sideGateway {
+		return sideBackend
+	}
+	return sideGateway
+}
+
+// forwardInDialogToBackend sends an in-dialog request to the backend that
+// its next Route or Request-URI names; only configured servers are reachable.
+func (s *Server) forwardInDialogToBackend(tx *transaction) {
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	host, port := nextHop(tx.req)
+	b := s.pool.byTarget(host, port)
+	if b == nil {
+		s.respondLocal(tx, 404, "unknown_target", "in-dialog target is no configured UM server")
+		return
+	}
+	tx.tried = append(tx.tried, b)
+	out, err := s.backendFlow(b)
+	if err == nil {
+		err = s.sendTx(tx, out, b)
+	}
+	if err != nil {
+		s.m.BackendRequests.WithLabelValues(b.addr, "error").Inc()
+		s.respondLocal(tx, 503, "backend_unreachable", "UM server unreachable", retryAfter(5))
+	}
+}
+
+// forwardToGateway sends a request from a backend to a gateway: over the
+// connection our Record-Route names when it is still up, else over any live
+// connection of that gateway, else a new TLS connection (outcalls).
+func (s *Server) forwardToGateway(tx *transaction, pr poppedRoute) {
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	var g *Gateway
+	var out flow
+	if pr.found {
+		if c := s.connByID(pr.flowID); c != nil && pr.flowID != 0 {
+			out, g = c, c.peer.gateway
+		} else {
+			g = s.gatewaysByName[pr.gateway]
+		}
+	} else {
+		host, _ := nextHop(tx.req)
+		g = s.gatewaysByAddr[strings.ToLower(host)]
+		if g == nil {
+			s.respondLocal(tx, 404, "unknown_gateway", "no gateway by that name")
+			return
+		}
+		if g.OutcallsAllowed != nil && !*g.OutcallsAllowed {
+			s.respondLocal(tx, 403, "outcalls_not_allowed", "outcalls through this gateway are not allowed")
+			return
+		}
+	}
+	if g == nil && out == nil {
+		s.respondLocal(tx, 404, "unknown_gateway", "gateway of this dialog is gone")
+		return
+	}
+	tx.gateway = g
+	if out == nil {
+		var err error
+		if out, err = s.gatewayConn(g); err != nil {
+			s.log.Warn("gateway unreachable", zap.String("gateway", g.Name), zap.Error(err))
+			s.respondLocal(tx, 503, "gateway_unreachable", "gateway unreachable", retryAfter(5))
+			return
+		}
+	}
+	if err := s.sendTx(tx, out, nil); err != nil {
+		s.respondLocal(tx, 503, "gateway_unreachable", "gateway unreachable", retryAfter(5))
+	}
+}
+
+// nextHop is the host and port a request goes to after our own Route
+// entries were removed: the next Route, else the Request-URI.
+func nextHop(req *sip.Request) (string, int) {
+	u := req.Recipient
+	if r := req.Route(); r != nil {
+		u = r.Address
+	}
+	return u.Host, u.Port
+}
+
+// forwardStateless relays an ACK for a 2xx (end to end, no transaction).
+func (s *Server) forwardStateless(f flow, p *peer, req *sip.Request, toward side, pr poppedRoute) {
+	var out flow
+	if toward == sideGateway {
+		if c := s.connByID(pr.flowID); c != nil && pr.flowID != 0 {
+			out = c
+		} else if g := s.gatewaysByName[pr.gateway]; g != nil {
+			out, _ = s.gatewayConn(g)
+		}
+	} else {
+		host, port := nextHop(req)
+		if b := s.pool.byTarget(host, port); b != nil {
+			out, _ = s.backendFlow(b)
+		}
+	}
+	if out == nil {
+		s.log.Debug("ACK dropped: no next hop", zap.String("call_id", callID(req)))
+		return
+	}
+	req.PrependHeader(s.ourVia(out.viaTransport(), s.newBranch(), f))
+	_ = out.send([]byte(req.String()))
+}
+
+func (s *Server) absorbAck(tx *transaction) {
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	if tx.state == txCompleted {
+		tx.state = txTerminated
+		s.txs.remove(tx)
+	}
+}
+
+// retransmission answers a retransmitted request with the last response.
+func (s *Server) retransmission(tx *transaction) {
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	if tx.lastResponse != nil {
+		_ = tx.in.send(tx.lastResponse)
+	}
+}
+
+// handleCancel answers a CANCEL at once and cancels the forwarded INVITE
+// toward the next hop; the sender gets its 487 from that exchange.
+func (s *Server) handleCancel(f flow, p *peer, req *sip.Request) {
+	tx := s.txs.byServerKey(serverKey(req.Via(), sip.INVITE))
+	if tx == nil {
+		s.refuse(f, p, req, 481, "no_transaction", "")
+		return
+	}
+	ok := sip.NewResponseFromRequest(req, 200, "OK", nil)
+	_ = f.send([]byte(ok.String()))
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	if tx.state != txCalling && tx.state != txProceeding || tx.cancelled {
+		return
+	}
+	tx.cancelled = true
+	if tx.state == txProceeding {
+		s.sendCancel(tx)
+	}
+	// In txCalling the CANCEL waits for the first response (RFC 3261 §9.1).
+}
+
+// sendCancel sends CANCEL for the forwarded INVITE (RFC 3261 §9.1): same
+// branch, Request-URI, Route set and CSeq number.
+func (s *Server) sendCancel(tx *transaction) {
+	c := sip.NewRequest(sip.CANCEL, tx.fwd.Recipient)
+	c.AppendHeader(tx.fwd.Via().Clone())
+	for _, h := range tx.fwd.GetHeaders("Route") {
+		c.AppendHeader(sip.HeaderClone(h))
+	}
+	mf := sip.MaxForwardsHeader(70)
+	c.AppendHeader(&mf)
+	c.AppendHeader(sip.HeaderClone(tx.fwd.From()))
+	c.AppendHeader(sip.HeaderClone(tx.fwd.To()))
+	c.AppendHeader(sip.HeaderClone(tx.fwd.CallID()))
+	c.AppendHeader(&sip.CSeqHeader{SeqNo: tx.fwd.CSeq().SeqNo, MethodName: sip.CANCEL})
+	c.SetBody(nil)
+	_ = tx.out.send([]byte(c.String()))
+}
+
+// sendAck acknowledges a non-2xx final response hop by hop (RFC 3261 §17.1.1.3).
+func (s *Server) sendAck(tx *transaction, res *sip.Response) {
+	a := sip.NewRequest(sip.ACK, tx.fwd.Recipient)
+	a.AppendHeader(tx.fwd.Via().Clone())
+	for _, h := range tx.fwd.GetHeaders("Route") {
+		a.AppendHeader(sip.HeaderClone(h))
+	}
+	mf := sip.MaxForwardsHeader(70)
+	a.AppendHeader(&mf)
+	a.AppendHeader(sip.HeaderClone(tx.fwd.From()))
+	if to := res.To(); to != nil {
+		a.AppendHeader(sip.HeaderClone(to))
+	}
+	a.AppendHeader(sip.HeaderClone(tx.fwd.CallID()))
+	a.AppendHeader(&sip.CSeqHeader{SeqNo: tx.fwd.CSeq().SeqNo, MethodName: sip.ACK})
+	a.SetBody(nil)
+	_ = tx.out.send([]byte(a.String()))
+}
+
+// respondLocal ends tx with a response umrouter makes itself. Call with tx.mu held.
+func (s *Server) respondLocal(tx *transaction, code int, reason, warning string, extra ...sip.Header) {
+	res := sip.NewResponseFromRequest(tx.req, code, reasonPhrase(code), nil)
+	if warning != "" {
+		res.AppendHeader(sip.NewHeader("Warning", fmt.Sprintf("399 %s %q", s.cfg.Advertise, warning)))
+	}
+	for _, h := range extra {
+		res.AppendHeader(h)
+	}
+	s.m.Refusals.WithLabelValues(strconv.Itoa(code), reason).Inc()
+	s.log.Info("request refused", zap.Int("code", code), zap.String("reason", reason), zap.String("method", string(tx.method)),
+		zap.String("call_id", tx.callID), zap.String("gateway", gatewayName(tx.gateway)))
+	s.relayFinal(tx, []byte(res.String()), code, res)
+}
+
+// handleResponse relays a response to the sender of the transaction it
+// belongs to, or statelessly by its Via when the transaction is over.
+func (s *Server) handleResponse(f flow, p *peer, res *sip.Response) {
+	via := res.Via()
+	if via == nil || res.CSeq() == nil {
+		s.m.MalformedMessages.WithLabelValues(lower(f.viaTransport()), "missing_header").Inc()
+		return
+	}
+	branch, _ := via.Params.Get("branch")
+	if !strings.HasPrefix(branch, s.branchPrefix) {
+		s.log.Debug("response not for us dropped", zap.String("call_id", callID(res)))
+		return
+	}
+	tx := s.txs.byBranch(branch)
+	if tx == nil {
+		s.forwardResponseStateless(res, via)
+		return
+	}
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	if res.CSeq().MethodName == sip.CANCEL || tx.state == txTerminated {
+		return // the answer to our CANCEL, or a late retransmission
+	}
+	code := res.StatusCode
+	if tx.state == txCompleted {
+		if code >= 300 && tx.method == sip.INVITE {
+			s.sendAck(tx, res) // retransmitted final: our ACK was lost
+		}
+		return
+	}
+	if tx.state == txCalling {
+		tx.state = txProceeding
+		tx.retransAt = time.Time{}
+		if tx.method == sip.INVITE {
+			tx.deadline = time.Now().Add(timerC)
+		} else {
+			tx.deadline = tx.started.Add(timerF)
+			if tx.out.viaTransport() == "UDP" && code < 200 {
+				tx.retransAt = time.Now().Add(t2)
+				tx.retransEvery = t2
+			}
+		}
+		if tx.cancelled && code < 200 {
+			s.sendCancel(tx)
+		}
+	}
+	if code == 100 {
+		return // hop by hop
+	}
+	if code < 200 {
+		tx.gotProvisional = true
+		res.RemoveHeader("Via")
+		s.relay(tx, []byte(res.String()), code)
+		return
+	}
+	if tx.method == sip.INVITE && code >= 300 {
+		s.sendAck(tx, res)
+	}
+	if s.shouldFailover(tx, res) {
+		s.pool.markDown(tx.backend, retryAfterOf(res, s.cfg.Backends.Health.Interval))
+		s.log.Warn("backend refused the call, trying the next one", zap.String("backend", tx.backend.addr), zap.Int("code", code), zap.String("call_id", tx.callID))
+		s.forwardToPoolLocked(tx)
+		return
+	}
+	res.RemoveHeader("Via")
+	s.relayFinal(tx, []byte(res.String()), code, res)
+}
+
+// shouldFailover: a new call that the backend refused before ringing, with
+// a code that means "not me, now", goes to the next server.
+func (s *Server) shouldFailover(tx *transaction, res *sip.Response) bool {
+	if tx.method != sip.INVITE || tx.gotProvisional || tx.cancelled || tx.backend == nil || tx.req.To().Params.Has("tag") {
+		return false
+	}
+	return res.StatusCode == 503 || res.StatusCode == 408
+}
+
+func retryAfterOf(res *sip.Response, def time.Duration) time.Duration {
+	if h := res.GetHeader("Retry-After"); h != nil {
+		v := strings.TrimSpace(strings.SplitN(h.Value(), ";", 2)[0])
+		v = strings.TrimSpace(strings.SplitN(v, "(", 2)[0])
+		if n, err := strconv.Atoi(v); err == nil && n > 0 && n <= 3600 {
+			return time.Duration(n) * time.Second
+		}
+	}
+	return def
+}
+
+// relay sends a provisional response upstream. Call with tx.mu held.
+func (s *Server) relay(tx *transaction, b []byte, code int) {
+	tx.lastResponse = b
+	_ = tx.in.send(b)
+	if tx.inSide == sideGateway {
+		s.m.Responses.WithLabelValues(string(tx.method), codeClass(code)).Inc()
+	}
+}
+
+// relayFinal sends a final response upstream and retires tx. Call with tx.mu held.
+func (s *Server) relayFinal(tx *transaction, b []byte, code int, res *sip.Response) {
+	s.relay(tx, b, code)
+	if tx.method == sip.INVITE {
+		s.m.CallSetupSeconds.Observe(time.Since(tx.started).Seconds())
+	}
+	if tx.method == sip.INVITE && code >= 300 {
+		// Keep it to absorb the sender's ACK (and retransmitted finals).
+		tx.state = txCompleted
+		tx.retransAt = time.Time{}
+		tx.deadline = time.Now().Add(completedWindow)
+		return
+	}
+	tx.state = txTerminated
+	s.txs.remove(tx)
+}
+
+// forwardResponseStateless relays a response that outlived its transaction
+// (a retransmitted or forked 2xx) using the flow id in our Via.
+func (s *Server) forwardResponseStateless(res *sip.Response, via *sip.ViaHeader) {
+	fl, ok := via.Params.Get("fl")
+	if !ok {
+		return
+	}
+	id, _ := strconv.ParseUint(fl, 10, 64)
+	c := s.connByID(id)
+	if c == nil {
+		return
+	}
+	res.RemoveHeader("Via")
+	_ = c.send([]byte(res.String()))
+}
+
+// expireTx is the sweeper's visit: retransmit over UDP, fail over or time
+// out a silent next hop, drop finished state.
+func (s *Server) expireTx(tx *transaction, now time.Time) {
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	if tx.state == txTerminated {
+		return
+	}
+	if !tx.retransAt.IsZero() && !now.Before(tx.retransAt) && tx.state != txCompleted {
+		_ = tx.out.send(tx.bytes)
+		if tx.method == sip.INVITE {
+			tx.retransEvery *= 2 // Timer A doubles without cap
+		} else {
+			tx.retransEvery = min(tx.retransEvery*2, t2) // Timer E
+		}
+		tx.retransAt = now.Add(tx.retransEvery)
+	}
+	if now.Before(tx.deadline) {
+		return
+	}
+	switch tx.state {
+	case txCalling:
+		if tx.backend != nil {
+			s.pool.markDown(tx.backend, s.cfg.Backends.Health.Interval)
+			s.log.Warn("backend did not answer, trying the next one", zap.String("backend", tx.backend.addr), zap.String("call_id", tx.callID))
+			if !tx.req.To().Params.Has("tag") && !tx.cancelled {
+				s.forwardToPoolLocked(tx)
+				return
+			}
+		}
+		s.respondLocal(tx, 408, "timeout", "next hop did not answer")
+	case txProceeding:
+		if tx.method == sip.INVITE {
+			s.sendCancel(tx)
+		}
+		s.respondLocal(tx, 408, "timeout", "no final response")
+	case txCompleted:
+		tx.state = txTerminated
+		s.txs.remove(tx)
+	}
+}
+
+func gatewayName(g *Gateway) string {
+	if g == nil {
+		return ""
+	}
+	return g.Name
+}
+
+func callID(m sip.Message) string {
+	if c := m.CallID(); c != nil {
+		return c.Value()
+	}
+	return ""
+}
+
+func codeClass(code int) string {
+	if code < 100 || code > 699 {
+		return "other"
+	}
+	return strconv.Itoa(code/100) + "xx"
+}
+
+
+// reasonPhrase is the RFC 3261 §21 reason phrase for the codes umrouter sends itself.
+func reasonPhrase(code int) string {
+	switch code {
+	case 100:
+		return "Trying"
+	case 200:
+		return "OK"
+	case 400:
+		return "Bad Request"
+	case 403:
+		return "Forbidden"
+	case 404:
+		return "Not Found"
+	case 408:
+		return "Request Timeout"
+	case 413:
+		return "Request Entity Too Large"
+	case 481:
+		return "Call/Transaction Does Not Exist"
+	case 482:
+		return "Loop Detected"
+	case 483:
+		return "Too Many Hops"
+	case 484:
+		return "Address Incomplete"
+	case 488:
+		return "Not Acceptable Here"
+	case 503:
+		return "Service Unavailable"
+	}
+	return "Unknown"
+}

@@ -1,0 +1,173 @@
+package proxy
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/umrouter/umrouter/metrics"
+)
+
+// backendServer is one UM server of the pool.
+type backendServer struct {
+	addr   string // host:port as configured
+	host   string
+	port   int
+	weight int
+
+	// downUntil is a Unix-nanosecond time before which no new call goes here
+	// (after a transport failure or a 503 with Retry-After).
+	downUntil atomic.Int64
+	// ipPort is the resolved address, for UDP sends and for recognising the
+	// server as the source of a datagram or the target of an in-dialog request.
+	resolved atomic.Pointer[netip.AddrPort]
+
+	connMu sync.Mutex // serialises dialing
+	conn   atomic.Pointer[streamConn]
+}
+
+// backendPool chooses servers for new requests.
+type backendPool struct {
+	cfg     BackendsConfig
+	servers []*backendServer
+	next    atomic.Uint64
+	m       *metrics.Metrics
+}
+
+func newBackendPool(cfg BackendsConfig, m *metrics.Metrics) *backendPool {
+	p := &backendPool{cfg: cfg, m: m}
+	for _, s := range cfg.Servers {
+		host, portStr, _ := net.SplitHostPort(s.Address)
+		port, _ := strconv.Atoi(portStr)
+		b := &backendServer{addr: s.Address, host: strings.ToLower(host), port: port, weight: s.Weight}
+		if ip, err := netip.ParseAddr(host); err == nil {
+			ap := netip.AddrPortFrom(ip.Unmap(), uint16(port))
+			b.resolved.Store(&ap)
+		}
+		p.servers = append(p.servers, b)
+		m.BackendUp.WithLabelValues(s.Address).Set(1)
+	}
+	return p
+}
+
+// resolve returns the server's address, resolving its host name once.
+func (b *backendServer) resolve(ctx context.Context) (netip.AddrPort, error) {
+	if ap := b.resolved.Load(); ap != nil {
+		return *ap, nil
+	}
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	ips, err := net.DefaultResolver.LookupNetIP(rctx, "ip", b.host)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	ap := netip.AddrPortFrom(ips[0].Unmap(), uint16(b.port))
+	b.resolved.Store(&ap)
+	return ap, nil
+}
+
+func (b *backendServer) up(now time.Time) bool { return now.UnixNano() >= b.downUntil.Load() }
+
+// pick returns the next server in round-robin order that is up and not in
+// tried, or nil.
+func (p *backendPool) pick(tried []*backendServer) *backendServer {
+	n := len(p.servers)
+	if n == 0 {
+		return nil
+	}
+	now := time.Now()
+	start := int(p.next.Add(1) - 1)
+	for i := 0; i < n; i++ {
+		b := p.servers[(start+i)%n]
+		if b.weight == 0 || !b.up(now) || contains(tried, b) {
+			continue
+		}
+		return b
+	}
+	return nil
+}
+
+func contains(list []*backendServer, b *backendServer) bool {
+	for _, x := range list {
+		if x == b {
+			return true
+		}
+	}
+	return false
+}
+
+// markDown keeps new calls away from b for d.
+func (p *backendPool) markDown(b *backendServer, d time.Duration) {
+	b.downUntil.Store(time.Now().Add(d).UnixNano())
+	p.m.BackendUp.WithLabelValues(b.addr).Set(0)
+	time.AfterFunc(d, func() {
+		if b.up(time.Now()) {
+			p.m.BackendUp.WithLabelValues(b.addr).Set(1)
+		}
+	})
+}
+
+// anyUp reports whether at least one server can take a new call.
+func (p *backendPool) anyUp() bool {
+	now := time.Now()
+	for _, b := range p.servers {
+		if b.weight > 0 && b.up(now) {
+			return true
+		}
+	}
+	return false
+}
+
+// byHost returns the server whose host is name (for TLS peers identified by
+// certificate).
+func (p *backendPool) byHost(name string) (string, bool) {
+	for _, b := range p.servers {
+		if b.host == name {
+			return b.addr, true
+		}
+	}
+	return "", false
+}
+
+// byIP returns a server at ip (for plain TCP/UDP peers).
+func (p *backendPool) byIP(ip netip.Addr) (string, bool) {
+	for _, b := range p.servers {
+		if ap := b.resolved.Load(); ap != nil && ap.Addr() == ip {
+			return b.addr, true
+		}
+	}
+	return "", false
+}
+
+// byTarget returns the server that host:port designates, so that in-dialog
+// requests only ever leave toward configured servers.
+func (p *backendPool) byTarget(host string, port int) *backendServer {
+	host = strings.ToLower(strings.Trim(host, "[]"))
+	ip, ipErr := netip.ParseAddr(host)
+	for _, b := range p.servers {
+		if port != 0 && port != b.port {
+			continue
+		}
+		if b.host == host {
+			return b
+		}
+		if ipErr == nil {
+			if ap := b.resolved.Load(); ap != nil && ap.Addr() == ip.Unmap() {
+				return b
+			}
+		}
+	}
+	return nil
+}
+
+// forget drops references to a closed connection.
+func (p *backendPool) forget(c *streamConn) {
+	for _, b := range p.servers {
+		b.conn.CompareAndSwap(c, nil)
+	}
+}

@@ -1,0 +1,163 @@
+package proxy
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// txState is where a proxied transaction stands.
+type txState int
+
+const (
+	// txCalling: forwarded, no response from the next hop yet.
+	txCalling txState = iota
+	// txProceeding: a response (100 included) came back; no final yet.
+	txProceeding
+	// txCompleted: a non-2xx final was relayed upstream; kept only to absorb
+	// the upstream ACK and retransmissions.
+	txCompleted
+	// txTerminated: gone from the tables.
+	txTerminated
+)
+
+// Transaction timing (RFC 3261 §17 and §16.6/16.7, with the proxy's Timer C).
+const (
+	t1              = 500 * time.Millisecond
+	t2              = 4 * time.Second
+	timerC          = 180 * time.Second // INVITE after a provisional
+	timerF          = 32 * time.Second  // non-INVITE
+	completedWindow = 32 * time.Second  // absorb upstream ACK of a non-2xx
+	sweepInterval   = 100 * time.Millisecond
+)
+
+// transaction is one request that umrouter forwarded (a server transaction
+// toward the sender paired with a client transaction toward the next hop).
+// It holds only what answering needs; no goroutine or timer of its own:
+// one sweeper serves every transaction's deadlines.
+type transaction struct {
+	mu sync.Mutex
+
+	branch    string // our branch toward the next hop (client key)
+	serverKey string // the sender's branch and method (server key)
+	method    sip.RequestMethod
+	callID    string
+
+	in     flow // where responses go
+	inSide side
+	req    *sip.Request // as received
+	fwd    *sip.Request // as forwarded
+	out    flow
+	bytes  []byte // fwd serialised, for UDP retransmission
+
+	backend *backendServer   // next hop when toward the pool
+	tried   []*backendServer // servers already attempted (failover)
+	gateway *Gateway         // the gateway side of the call
+	plan    string
+
+	state          txState
+	gotProvisional bool // a 101-199 came back: failover is no longer allowed
+	cancelled      bool // CANCEL received from the sender
+	lastResponse   []byte
+	started        time.Time
+	deadline       time.Time // when the current state times out
+	retransAt      time.Time // next UDP retransmission (zero: none)
+	retransEvery   time.Duration
+}
+
+// txTable indexes live transactions by both keys.
+type txTable struct {
+	mu     sync.Mutex
+	server map[string]*transaction
+	client map[string]*transaction
+}
+
+func (t *txTable) init() {
+	t.server = map[string]*transaction{}
+	t.client = map[string]*transaction{}
+}
+
+func (t *txTable) len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for _, tx := range t.client {
+		if tx.state != txCompleted {
+			n++
+		}
+	}
+	return n
+}
+
+func (t *txTable) byServerKey(k string) *transaction {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.server[k]
+}
+
+func (t *txTable) byBranch(b string) *transaction {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.client[b]
+}
+
+func (t *txTable) add(tx *transaction) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.server[tx.serverKey] = tx
+	t.client[tx.branch] = tx
+}
+
+// rekey moves tx to a new client branch (failover sends a new request).
+func (t *txTable) rekey(tx *transaction, old string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.client, old)
+	t.client[tx.branch] = tx
+}
+
+func (t *txTable) remove(tx *transaction) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.server[tx.serverKey] == tx {
+		delete(t.server, tx.serverKey)
+	}
+	if t.client[tx.branch] == tx {
+		delete(t.client, tx.branch)
+	}
+}
+
+// sweep calls expire for every transaction whose deadline or retransmission
+// time has passed, until ctx ends.
+func (t *txTable) sweep(ctx context.Context, wg *sync.WaitGroup, expire func(*transaction, time.Time)) {
+	defer wg.Done()
+	tick := time.NewTicker(sweepInterval)
+	defer tick.Stop()
+	var due []*transaction
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			due = due[:0]
+			t.mu.Lock()
+			for _, tx := range t.client {
+				due = append(due, tx)
+			}
+			t.mu.Unlock()
+			for _, tx := range due {
+				expire(tx, now)
+			}
+		}
+	}
+}
+
+// serverKey identifies the sender's transaction (RFC 3261 §17.2.3): the
+// branch and sent-by of its top Via, and the method, with ACK and CANCEL
+// matched to the INVITE they refer to by the caller.
+func serverKey(via *sip.ViaHeader, method sip.RequestMethod) string {
+	branch, _ := via.Params.Get("branch")
+	return branch + "|" + via.Host + "|" + string(method)
+}
