@@ -1,8 +1,11 @@
 package tlsmgr
 
 import (
+	"crypto/ecdsa"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"io"
 	"net"
@@ -153,4 +156,22 @@ func clientOf(leaf *testpki.Leaf, ca *testpki.CA) *tls.Config {
 		}
 	}
 	return cfg
+}
+
+// legacyKeyPEM encodes leaf's key as "EC PRIVATE KEY" (SEC 1) or "RSA
+// PRIVATE KEY" (PKCS#1).
+func legacyKeyPEM(t *testing.T, leaf *testpki.Leaf) []byte {
+	t.Helper()
+	switch k := leaf.Key.(type) {
+	case *ecdsa.PrivateKey:
+		der, err := x509.MarshalECPrivateKey(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})
+	case *rsa.PrivateKey:
+		return pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)})
+	}
+	t.Fatalf("key type %T", leaf.Key)
+	return nil
 }
