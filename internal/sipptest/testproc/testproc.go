@@ -82,7 +82,8 @@ func FreePortBoth() (int, error) {
 // the port.
 var ErrExited = errors.New("process exited before binding its port")
 
-// WaitBound waits until process pid owns a socket bound to 127.0.0.1:port
+// WaitBound waits until process pid or one of its descendants (a forking
+// server hands sockets to children) owns a socket bound to 127.0.0.1:port
 // (or the wildcard address) for network "udp" or "tcp" (TCP: in LISTEN
 // state). It reads /proc/net/{udp,tcp} and matches the socket inode against
 // /proc/<pid>/fd, so a port taken by some other process does not count. It
@@ -125,23 +126,60 @@ func bound(pid int, network string, port int) (bool, error) {
 	if err != nil || len(inodes) == 0 {
 		return false, err
 	}
-	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	if err != nil {
-		// The process may be gone or not yet exec'd; not an error here.
-		return false, nil
-	}
-	for _, fd := range fds {
-		link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+	for _, p := range processTree(pid) {
+		fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p))
 		if err != nil {
-			continue
+			continue // gone, or not ours to read
 		}
-		if ino, ok := strings.CutPrefix(link, "socket:["); ok {
-			if inodes[strings.TrimSuffix(ino, "]")] {
-				return true, nil
+		for _, fd := range fds {
+			link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", p, fd.Name()))
+			if err != nil {
+				continue
+			}
+			if ino, ok := strings.CutPrefix(link, "socket:["); ok {
+				if inodes[strings.TrimSuffix(ino, "]")] {
+					return true, nil
+				}
 			}
 		}
 	}
 	return false, nil
+}
+
+// processTree returns pid and all its descendants, read from /proc/*/stat.
+func processTree(pid int) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return []int{pid}
+	}
+	children := map[int][]int{}
+	for _, e := range entries {
+		n, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...; comm may hold spaces and parentheses.
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 2 {
+			continue
+		}
+		if ppid, err := strconv.Atoi(f[1]); err == nil {
+			children[ppid] = append(children[ppid], n)
+		}
+	}
+	out := []int{pid}
+	for i := 0; i < len(out) && i < 10000; i++ {
+		out = append(out, children[out[i]]...)
+	}
+	return out
 }
 
 // socketInodes parses a /proc/net/{udp,tcp} table and returns the inodes of
