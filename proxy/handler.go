@@ -874,7 +874,6 @@ func codeClass(code int) string {
 	return strconv.Itoa(code/100) + "xx"
 }
 
-
 // reasonPhrase is the RFC 3261 §21 reason phrase for the codes umrouter sends itself.
 func reasonPhrase(code int) string {
 	switch code {

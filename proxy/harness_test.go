@@ -124,7 +124,9 @@ func dialGateway(t *testing.T, addr string, pki *testPKI, cert *tls.Certificate,
 	roots := pki.ca.Cert
 	cfg := &tls.Config{ServerName: "localhost", RootCAs: poolOf(roots)}
 	if cert != nil {
-		cfg.Certificates = []tls.Certificate{*cert}
+		// Always present it, as gateways do: Go's client would otherwise
+		// withhold a certificate that does not chain to the server's CA list.
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
 	}
 	if tweak != nil {
 		tweak(cfg)

@@ -292,11 +292,12 @@ func (s *Server) serveConn(nc net.Conn, tp string) {
 		tc := tls.Server(nc, s.certs.ServerConfig())
 		hctx, cancel := context.WithTimeout(s.ctx, s.cfg.Limits.HandshakeTimeout)
 		err := tc.HandshakeContext(hctx)
+		timedOut := errors.Is(hctx.Err(), context.DeadlineExceeded)
 		cancel()
 		if err != nil {
 			reason := tlsmgr.HandshakeFailureReason(err)
-			if hctx.Err() != nil {
-				reason = "timeout"
+			if timedOut {
+				reason = tlsmgr.ReasonTimeout
 			}
 			s.m.Handshakes.WithLabelValues("refused", reason).Inc()
 			s.log.Info("TLS handshake refused", zap.String("remote", c.remote.String()), zap.String("reason", reason), zap.Error(err))
