@@ -34,6 +34,7 @@ type VerifyError struct {
 	Err error
 }
 
+// Error names the reason and the certificate at fault.
 func (e *VerifyError) Error() string {
 	return "peer certificate refused (" + e.Reason + "): " + e.Err.Error()
 }

@@ -20,6 +20,9 @@ import (
 // Readers never lock: the material lives in an immutable snapshot behind an
 // atomic pointer. Reload builds and validates a complete new snapshot
 // before swapping it in; a failed Reload leaves the old one in force.
+//
+// The zero Manager is not usable: Open establishes the invariant that a
+// snapshot is always present.
 type Manager struct {
 	cfg        Config
 	log        *zap.Logger
