@@ -17,11 +17,14 @@ type Config struct {
 	CertFile string `yaml:"cert_file"`
 	KeyFile  string `yaml:"key_file"`
 	// ClientCAFile is the PEM bundle of CAs whose certificates may connect.
+	// Empty is allowed but trusts nobody: every TLS peer is refused. The
+	// system roots are never used; peers come from a private PKI.
 	ClientCAFile string `yaml:"client_ca_file"`
 	// BackendCAFile is the PEM bundle used to verify backend servers'
 	// certificates; empty means ClientCAFile.
 	BackendCAFile string `yaml:"backend_ca_file"`
-	// CRLFile is an optional PEM or DER CRL checked against peer certificates.
+	// CRLFile is an optional PEM or DER CRL checked against peer
+	// certificates; it must be signed by a CA of ClientCAFile.
 	CRLFile string `yaml:"crl_file"`
 	// MinVersion is "1.2" (default) or "1.3".
 	MinVersion string `yaml:"min_version"`
