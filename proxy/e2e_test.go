@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emiago/sipgo/sip"
+
 	"github.com/umrouter/umrouter/internal/sipptest"
 )
 
@@ -71,5 +73,35 @@ func TestCallsFromTLSGatewayCompleteAtSIPpBackend(t *testing.T) {
 	st, err := uas.WaitSuccessful(conns*callsPerConn, 20*time.Second)
 	if err != nil {
 		t.Fatalf("SIPp UAS: %v (stats %+v)", err, st)
+	}
+}
+
+// TestBackendByeReachesTheGatewayOverItsTLSConnection: a request from the
+// backend side follows umrouter's Record-Route back to the gateway, over the
+// TLS connection the call came in on.
+func TestBackendByeReachesTheGatewayOverItsTLSConnection(t *testing.T) {
+	uas := sipptest.StartUAS(t, sipptest.UASOptions{Scenario: "uas_backend_bye.xml"})
+	pki := newTestPKI(t)
+	cfg, plans := baseConfig(uas.Addr())
+	p := startProxy(t, pki, cfg, plans)
+	c, err := dialGateway(t, p.tlsAddr, pki, &pki.gw.TLS, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, d := c.invite("12345")
+	c.send(inv)
+	d.establish(c.finalResponse(10 * time.Second))
+	c.send(c.inDialog(d, "ACK"))
+	m := c.next(10 * time.Second)
+	bye, ok := m.(*sip.Request)
+	if !ok || bye.Method != sip.BYE {
+		t.Fatalf("want the backend's BYE, got %v", m)
+	}
+	if bye.CallID().Value() != d.callID {
+		t.Fatalf("BYE for call %q, want %q", bye.CallID().Value(), d.callID)
+	}
+	c.send(sip.NewResponseFromRequest(bye, 200, "OK", nil).String())
+	if st, err := uas.WaitSuccessful(1, 10*time.Second); err != nil {
+		t.Fatalf("backend did not get the 200 to its BYE: %v (%+v)", err, st)
 	}
 }

@@ -190,19 +190,7 @@ func (s *Server) Run(ctx context.Context, ready chan<- struct{}) error {
 	s.draining.Store(true)
 	closeAll()
 	s.log.Info("stopping: draining in-flight transactions", zap.Int("transactions", s.txs.len()))
-	deadline := time.NewTimer(drainTimeout)
-	tick := time.NewTicker(50 * time.Millisecond)
-	for s.txs.len() > 0 {
-		select {
-		case <-deadline.C:
-			s.log.Warn("drain timeout: closing with transactions in flight", zap.Int("transactions", s.txs.len()))
-			goto done
-		case <-tick.C:
-		}
-	}
-done:
-	tick.Stop()
-	deadline.Stop()
+	s.waitDrained(drainTimeout)
 	cancel()
 	_ = s.udp.Close()
 	s.connMu.Lock()
@@ -213,6 +201,22 @@ done:
 	s.wg.Wait()
 	s.log.Info("stopped")
 	return nil
+}
+
+// waitDrained waits until no transaction is in flight, or timeout.
+func (s *Server) waitDrained(timeout time.Duration) {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for s.txs.len() > 0 {
+		select {
+		case <-deadline.C:
+			s.log.Warn("drain timeout: closing with transactions in flight", zap.Int("transactions", s.txs.len()))
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // Ready reports whether the listeners are up and at least one backend is usable.
