@@ -35,6 +35,8 @@ type Metrics struct {
 	CallSetupSeconds prometheus.Histogram
 	// BackendUp is 1 when a backend server is considered healthy.
 	BackendUp *prometheus.GaugeVec
+	// BackendProbeSeconds observes health-probe round trips per backend.
+	BackendProbeSeconds *prometheus.HistogramVec
 	// BackendRequests counts requests forwarded to a backend by result (ok, error).
 	BackendRequests *prometheus.CounterVec
 	// CertificateNotAfter is each certificate's expiry as a Unix timestamp, by role
@@ -78,6 +80,11 @@ func New() *Metrics {
 		BackendUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "umrouter_backend_up", Help: "1 when the backend server is considered healthy.",
 		}, []string{"backend"}),
+		BackendProbeSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "umrouter_backend_probe_seconds",
+			Help:    "Round trip of OPTIONS health probes to backend servers.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"backend"}),
 		BackendRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "umrouter_backend_requests_total", Help: "Requests forwarded to backend servers by result.",
 		}, []string{"backend", "result"}),
@@ -95,7 +102,7 @@ func New() *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.Connections, m.Handshakes, m.Requests, m.Responses, m.Refusals, m.CallsActive,
-		m.CallSetupSeconds, m.BackendUp, m.BackendRequests, m.CertificateNotAfter, m.Reloads,
+		m.CallSetupSeconds, m.BackendUp, m.BackendProbeSeconds, m.BackendRequests, m.CertificateNotAfter, m.Reloads,
 		m.MalformedMessages,
 	)
 	return m

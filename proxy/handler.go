@@ -332,7 +332,9 @@ func (s *Server) newTransaction(f flow, p *peer, req *sip.Request, toward side) 
 func (s *Server) ourVia(tp, branch string, in flow) *sip.ViaHeader {
 	v := &sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: tp, Host: s.cfg.Advertise, Port: s.portFor(tp), Params: sip.NewParams()}
 	v.Params.Add("branch", branch)
-	if id := in.flowID(); id != 0 {
+	if in == nil {
+		// A request of umrouter's own (health probe).
+	} else if id := in.flowID(); id != 0 {
 		v.Params.Add("fl", strconv.FormatUint(id, 10))
 	}
 	v.Params.Add("rport", "")
@@ -771,6 +773,9 @@ func retryAfterOf(res *sip.Response, def time.Duration) time.Duration {
 
 // relay sends a provisional response upstream. Call with tx.mu held.
 func (s *Server) relay(tx *transaction, b []byte, code int) {
+	if tx.in == nil {
+		return // our own request: nobody upstream
+	}
 	tx.lastResponse = b
 	_ = tx.in.send(b)
 	if tx.inSide == sideGateway {
@@ -781,6 +786,9 @@ func (s *Server) relay(tx *transaction, b []byte, code int) {
 // relayFinal sends a final response upstream and retires tx. Call with tx.mu held.
 func (s *Server) relayFinal(tx *transaction, b []byte, code int, res *sip.Response) {
 	s.relay(tx, b, code)
+	if tx.onFinal != nil {
+		tx.onFinal(code, retryAfterOf(res, 0))
+	}
 	if tx.method == sip.INVITE {
 		s.m.CallSetupSeconds.Observe(time.Since(tx.started).Seconds())
 	}
@@ -833,6 +841,12 @@ func (s *Server) expireTx(tx *transaction, now time.Time) {
 	}
 	switch tx.state {
 	case txCalling:
+		if tx.probe {
+			tx.state = txTerminated
+			s.txs.remove(tx)
+			tx.onFinal(408, 0)
+			return
+		}
 		if tx.backend != nil {
 			s.pool.markDown(tx.backend, s.cfg.Backends.Health.Interval)
 			s.log.Warn("backend did not answer, trying the next one", zap.String("backend", tx.backend.addr), zap.String("call_id", tx.callID))

@@ -27,6 +27,11 @@ type backendServer struct {
 	// server as the source of a datagram or the target of an in-dialog request.
 	resolved atomic.Pointer[netip.AddrPort]
 
+	// Health probe state (health.go).
+	probeInFlight atomic.Bool
+	probeDown     atomic.Bool
+	fails, oks    atomic.Int64
+
 	connMu sync.Mutex // serialises dialing
 	conn   atomic.Pointer[streamConn]
 }
@@ -71,7 +76,11 @@ func (b *backendServer) resolve(ctx context.Context) (netip.AddrPort, error) {
 	return ap, nil
 }
 
-func (b *backendServer) up(now time.Time) bool { return now.UnixNano() >= b.downUntil.Load() }
+// up reports whether b may take a new call: its probes pass and no
+// failure or Retry-After keeps it away.
+func (b *backendServer) up(now time.Time) bool {
+	return !b.probeDown.Load() && now.UnixNano() >= b.downUntil.Load()
+}
 
 // pick returns the next server in round-robin order that is up and not in
 // tried, or nil.

@@ -171,6 +171,10 @@ func (s *Server) Run(ctx context.Context, ready chan<- struct{}) error {
 	go s.udpLoop()
 	s.wg.Add(1)
 	go s.txs.sweep(runCtx, &s.wg, s.expireTx)
+	if len(s.pool.servers) > 0 {
+		s.wg.Add(1)
+		go s.probeBackends()
+	}
 
 	s.ready.Store(true)
 	s.log.Info("umrouter serving",

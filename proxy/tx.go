@@ -57,6 +57,11 @@ type transaction struct {
 	gateway *Gateway         // the gateway side of the call
 	plan    string
 
+	// probe marks a health-check OPTIONS: it has no sender, and its
+	// outcome goes to onFinal instead (code 408 when nothing came back).
+	probe   bool
+	onFinal func(code int, retryAfter time.Duration)
+
 	state          txState
 	gotProvisional bool // a 101-199 came back: failover is no longer allowed
 	cancelled      bool // CANCEL received from the sender
