@@ -1,7 +1,3 @@
-// Package dialplan holds dial plans and their security modes, and makes the
-// decisions that follow from them (may this request pass, over this
-// transport, with this SDP). Every decision is a pure function of its inputs:
-// no sockets, no TLS, no clocks.
 package dialplan
 
 import (
@@ -31,11 +27,36 @@ const (
 )
 
 // Plan is one entry of `dial_plans:`.
+//
+// A Plan whose Security is not one of the three modes (the zero Plan
+// included) is treated as Secured by every decision of this package: the
+// policy fails closed. Validate refuses such a plan in configuration.
 type Plan struct {
-	Name           string   `yaml:"name"`
-	Security       Security `yaml:"security"`
-	URIType        URIType  `yaml:"uri_type"`
-	NumberOfDigits int      `yaml:"number_of_digits"`
+	Name     string   `yaml:"name"`
+	Security Security `yaml:"security"`
+	// URIType says how the Request-URI is read; empty means TelephoneExtension.
+	URIType URIType `yaml:"uri_type"`
+	// NumberOfDigits is the length of an extension in a TelephoneExtension
+	// plan; 0 accepts extensions of any length. Other URI types ignore it.
+	NumberOfDigits int `yaml:"number_of_digits"`
+}
+
+// RequiresTLS reports whether the plan's signaling must arrive over TLS or
+// DTLS (sip-secured and secured plans). It is also the question that the
+// backend-pool validation asks: traffic of such a plan must not leave over
+// plain TCP or UDP.
+func (p Plan) RequiresTLS() bool { return p.Security != Unsecured }
+
+// RequiresSRTP reports whether every media stream of the plan's calls must
+// be SRTP (secured plans, and plans with an unknown security mode).
+func (p Plan) RequiresSRTP() bool { return p.Security != Unsecured && p.Security != SIPSecured }
+
+// uriType is the plan's URI type with the default applied.
+func (p Plan) uriType() URIType {
+	if p.URIType == "" {
+		return TelephoneExtension
+	}
+	return p.URIType
 }
 
 // Plans is the `dial_plans:` section.
