@@ -28,6 +28,13 @@ type Config struct {
 	CRLFile string `yaml:"crl_file"`
 	// MinVersion is "1.2" (default) or "1.3".
 	MinVersion string `yaml:"min_version"`
+
+	// Advertise is the host name (or IP address) peers use to reach us,
+	// the top-level `advertise` of the configuration, which cmd/umrouter
+	// copies here. It is not read from the tls section. When set, a
+	// certificate that does not name it is loaded but warned about (see
+	// Manager.Warnings): peers that check our name will refuse it.
+	Advertise string `yaml:"-"`
 }
 
 // Validate reports every problem of the section. Paths are relative to the section.

@@ -18,23 +18,31 @@ import (
 // and only then publish it.
 
 // loadKeyPair reads a PEM certificate file (leaf, then chain) and its PEM
-// key (PKCS#8, SEC 1 EC or PKCS#1 RSA) and checks that the key belongs to
-// the leaf and that the leaf is valid at now.
+// key and validates them with parseKeyPair.
 func loadKeyPair(certPath, keyPath string, now time.Time) (*tls.Certificate, error) {
 	certPEM, err := os.ReadFile(certPath)
 	if err != nil {
 		return nil, fmt.Errorf("load %s: %w", certPath, err)
 	}
+	keyPEM, err := os.ReadFile(keyPath)
+	if err != nil {
+		return nil, fmt.Errorf("load %s: %w", keyPath, err)
+	}
+	return parseKeyPair(certPath, certPEM, keyPath, keyPEM, now)
+}
+
+// parseKeyPair parses a PEM certificate chain (leaf first) and its PEM key
+// (PKCS#8, SEC 1 EC or PKCS#1 RSA) and checks what a peer would otherwise
+// find out the hard way: the key belongs to the leaf, every certificate of
+// the chain is valid at now, and each one is signed by the next. The paths
+// only name the files in errors.
+func parseKeyPair(certPath string, certPEM []byte, keyPath string, keyPEM []byte, now time.Time) (*tls.Certificate, error) {
 	chain, err := parseCertificates(certPEM)
 	if err != nil {
 		return nil, fmt.Errorf("load %s: %w", certPath, err)
 	}
 	if len(chain) == 0 {
 		return nil, fmt.Errorf("load %s: no CERTIFICATE PEM block", certPath)
-	}
-	keyPEM, err := os.ReadFile(keyPath)
-	if err != nil {
-		return nil, fmt.Errorf("load %s: %w", keyPath, err)
 	}
 	key, err := parsePrivateKey(keyPEM)
 	if err != nil {
@@ -44,7 +52,7 @@ func loadKeyPair(certPath, keyPath string, now time.Time) (*tls.Certificate, err
 	if !publicKeyEqual(key.Public(), leaf.PublicKey) {
 		return nil, fmt.Errorf("load %s: private key does not match the certificate in %s", keyPath, certPath)
 	}
-	if err := checkValidity(leaf, now); err != nil {
+	if err := checkChain(chain, now); err != nil {
 		return nil, fmt.Errorf("load %s: %w", certPath, err)
 	}
 	ders := make([][]byte, len(chain))
@@ -52,6 +60,34 @@ func loadKeyPair(certPath, keyPath string, now time.Time) (*tls.Certificate, err
 		ders[i] = c.Raw
 	}
 	return &tls.Certificate{Certificate: ders, PrivateKey: key, Leaf: leaf}, nil
+}
+
+// checkChain checks a chain as it will be presented, leaf first: every
+// certificate is valid at now and signed by the one after it. A chain that
+// stops below a root is fine (peers hold the root); one in the wrong order,
+// with a stranger in it or with an expired intermediate is not, because
+// peers would refuse it at their next handshake.
+func checkChain(chain []*x509.Certificate, now time.Time) error {
+	for i, c := range chain {
+		if err := checkValidity(c, now); err != nil {
+			if i == 0 {
+				return err
+			}
+			return fmt.Errorf("chain certificate #%d: %w", i+1, err)
+		}
+		if i+1 == len(chain) {
+			break
+		}
+		parent := chain[i+1]
+		if !bytes.Equal(c.RawIssuer, parent.RawSubject) {
+			return fmt.Errorf("chain certificate #%d %s is not the issuer of #%d %s (issued by %q)",
+				i+2, describe(parent), i+1, describe(c), c.Issuer.String())
+		}
+		if err := c.CheckSignatureFrom(parent); err != nil {
+			return fmt.Errorf("chain certificate #%d %s did not sign #%d %s: %w", i+2, describe(parent), i+1, describe(c), err)
+		}
+	}
+	return nil
 }
 
 func checkValidity(c *x509.Certificate, now time.Time) error {
@@ -145,17 +181,10 @@ type caBundle struct {
 	certs []*x509.Certificate
 }
 
-// loadCABundle reads a PEM bundle. An empty path or an empty file yields an
+// parseCABundle parses a PEM bundle read from path. An empty file yields an
 // empty pool, which trusts nobody.
-func loadCABundle(path string) (caBundle, error) {
+func parseCABundle(path string, data []byte) (caBundle, error) {
 	b := caBundle{pool: x509.NewCertPool()}
-	if path == "" {
-		return b, nil
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return b, fmt.Errorf("load %s: %w", path, err)
-	}
 	certs, err := parseCertificates(data)
 	if err != nil {
 		return b, fmt.Errorf("load %s: %w", path, err)
@@ -185,14 +214,10 @@ type revocations struct {
 	next    time.Time
 }
 
-// loadCRL reads a PEM or DER CRL and checks its signature against the CAs
+// parseCRL parses a PEM or DER CRL read from path and checks its signature against the CAs
 // of the client bundle, so a forged or misplaced CRL is refused at load
 // rather than silently matching nothing.
-func loadCRL(path string, cas []*x509.Certificate) (*revocations, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("load %s: %w", path, err)
-	}
+func parseCRL(path string, data []byte, cas []*x509.Certificate) (*revocations, error) {
 	der := data
 	if block, _ := pem.Decode(data); block != nil {
 		if block.Type != "X509 CRL" {

@@ -68,7 +68,7 @@ func TestStoreReloadFollowsActivePointer(t *testing.T) {
 		t.Fatal(err)
 	}
 	leaf := testpki.NewCA(t, "Corp CA").Issue(t, serverOptions())
-	st := store{dir: cfg.StateDir}
+	st := &Store{dir: cfg.StateDir}
 	thumb, err := st.add([]*x509.Certificate{leaf.Cert}, leaf.Key)
 	if err != nil {
 		t.Fatal(err)
