@@ -1,7 +1,5 @@
 package dialplan
 
-import "errors"
-
 // Reasons of refusals: log reasons and metric label values (snake_case, a
 // closed set, so that a metric labelled with them keeps a low cardinality).
 const (
@@ -140,8 +138,7 @@ func (p Plan) CheckMedia(contentType string, body []byte) Decision {
 	secure, reason, err := checkBody(contentType, body, 0)
 	switch {
 	case err != nil:
-		var be *BodyError
-		if errors.As(err, &be) {
+		if _, ok := err.(*BodyError); ok {
 			return refuse(488, ReasonMalformedBody, "malformed body: "+err.Error())
 		}
 		return refuse(488, ReasonMalformedSDP, "malformed SDP: "+err.Error())

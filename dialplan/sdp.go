@@ -58,8 +58,7 @@ func (e *SDPError) Error() string {
 // v=0, every other line `<a-z>=`, and every m= line `media port[/n] proto
 // fmt...` with a port from 0 to 65535.
 func CheckSDP(sdp []byte) (secure bool, reason string, err error) {
-	var stack [16]mediaSection
-	s := sdpScan{sections: stack[:0]}
+	var s sdpScan
 	if err := s.scan(sdp); err != nil {
 		return false, "", err
 	}
@@ -110,12 +109,17 @@ type mediaSection struct {
 
 func (m *mediaSection) active() bool { return m.port != 0 || m.bundleOnly }
 
+// inlineSections is how many m= sections are kept without allocating.
+const inlineSections = 16
+
 // maxBundleGroups bounds the a=group:BUNDLE lines remembered; a stream of a
 // further group inherits nothing (fail closed).
 const maxBundleGroups = 4
 
 type sdpScan struct {
-	sections           []mediaSection
+	inline             [inlineSections]mediaSection
+	more               []mediaSection // sections past the inline ones
+	n                  int            // sections seen
 	sessionFingerprint bool
 	bundles            [maxBundleGroups][]byte // mids of each a=group:BUNDLE
 	nbundles           int
@@ -131,7 +135,7 @@ func (s *sdpScan) scan(sdp []byte) error {
 			line, rest = rest, nil
 		}
 		n++
-		line = bytes.TrimRight(line, " \t\r")
+		line = trimLineEnd(line)
 		if len(line) == 0 {
 			continue
 		}
@@ -158,6 +162,15 @@ func (s *sdpScan) scan(sdp []byte) error {
 		return &SDPError{Msg: "empty SDP"}
 	}
 	return nil
+}
+
+// trimLineEnd drops trailing CR, spaces and tabs.
+func trimLineEnd(b []byte) []byte {
+	i := len(b)
+	for i > 0 && (b[i-1] == '\r' || b[i-1] == ' ' || b[i-1] == '\t') {
+		i--
+	}
+	return b[:i]
 }
 
 // media opens the section of an m= line: `media SP port[/count] SP proto
@@ -187,8 +200,22 @@ func (s *sdpScan) media(n int, v []byte) error {
 	if p > 65535 {
 		return &SDPError{Line: n, Msg: "m= line port above 65535"}
 	}
-	s.sections = append(s.sections, mediaSection{line: n, media: media, proto: proto, kind: protoKindOf(proto), port: p})
+	m := mediaSection{line: n, media: media, proto: proto, kind: protoKindOf(proto), port: p}
+	if s.n < inlineSections {
+		s.inline[s.n] = m
+	} else {
+		s.more = append(s.more, m)
+	}
+	s.n++
 	return nil
+}
+
+// section returns the i-th m= section, 0-based.
+func (s *sdpScan) section(i int) *mediaSection {
+	if i < inlineSections {
+		return &s.inline[i]
+	}
+	return &s.more[i-inlineSections]
 }
 
 // attribute records the attributes the verdict needs: a=crypto,
@@ -199,7 +226,7 @@ func (s *sdpScan) attribute(v []byte) {
 	if i := bytes.IndexByte(v, ':'); i >= 0 {
 		name, value = v[:i], v[i+1:]
 	}
-	if len(s.sections) == 0 {
+	if s.n == 0 {
 		switch string(name) {
 		case "fingerprint":
 			s.sessionFingerprint = s.sessionFingerprint || validFingerprint(value)
@@ -212,7 +239,7 @@ func (s *sdpScan) attribute(v []byte) {
 		}
 		return
 	}
-	m := &s.sections[len(s.sections)-1]
+	m := s.section(s.n - 1)
 	switch string(name) {
 	case "crypto":
 		if m.cryptoOK {
@@ -237,8 +264,8 @@ func (s *sdpScan) attribute(v []byte) {
 // verdict decides once every section is known: the first active section
 // that is not protected names the reason.
 func (s *sdpScan) verdict() (bool, string, error) {
-	for i := range s.sections {
-		m := &s.sections[i]
+	for i := 0; i < s.n; i++ {
+		m := s.section(i)
 		if !m.active() || s.keyed(m) {
 			continue
 		}
@@ -276,8 +303,8 @@ func (s *sdpScan) tagged(m *mediaSection) *mediaSection {
 		if bytes.Equal(tag, m.mid) {
 			return nil
 		}
-		for i := range s.sections {
-			if t := &s.sections[i]; bytes.Equal(t.mid, tag) && t.active() {
+		for i := 0; i < s.n; i++ {
+			if t := s.section(i); bytes.Equal(t.mid, tag) && t.active() {
 				return t
 			}
 		}

@@ -167,24 +167,33 @@ func validMKI(b []byte) bool {
 const maxKeyB64 = 88
 
 // decodedLen decodes key, padded or not, into a stack buffer and returns
-// its length; ok is false when key is not base64. Keys longer than any
-// suite's are not decoded: their length is estimated, which is enough to
-// refuse them.
+// its length; ok is false when key is not base64. A key longer than any
+// suite's is not decoded: its characters are checked and its length
+// computed, which is enough to refuse it.
 func decodedLen(key []byte) (n int, ok bool) {
 	if len(key) == 0 {
 		return 0, false
-	}
-	if len(key) > maxKeyB64 {
-		return len(key) * 3 / 4, true
-	}
-	enc := base64.RawStdEncoding
-	if key[len(key)-1] == '=' {
-		enc = base64.StdEncoding
 	}
 	for _, c := range key {
 		if c == '\r' || c == '\n' {
 			return 0, false // the decoder would skip them
 		}
+	}
+	if len(key) > maxKeyB64 {
+		raw := bytes.TrimRight(key, "=")
+		if len(key)-len(raw) > 2 || len(raw)%4 == 1 {
+			return 0, false
+		}
+		for _, c := range raw {
+			if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '+' || c == '/') {
+				return 0, false
+			}
+		}
+		return len(raw) * 6 / 8, true
+	}
+	enc := base64.RawStdEncoding
+	if key[len(key)-1] == '=' {
+		enc = base64.StdEncoding
 	}
 	var buf [maxKeyB64]byte
 	n, err := enc.Decode(buf[:], key)
