@@ -49,7 +49,7 @@ func TestDecisionMatrixSecurityByTransportBySDP(t *testing.T) {
 		reason string // of the 488 cells
 		warn   string // in the Warning of the 488 cells
 	}{
-		{"", /* late offer */ "ok ok ok ok | ok ok 403 403 | ok ok 403 403", "", ""},
+		{"" /* late offer */, "ok ok ok ok | ok ok 403 403 | ok ok 403 403", "", ""},
 		{"sdes-gateway.sdp", "ok ok ok ok | ok ok 403 403 | ok ok 403 403", "", ""},
 		{"sdes-baresip.sdp", "ok ok ok ok | ok ok 403 403 | ok ok 403 403", "", ""},
 		{"sdes-bad-key-length.sdp", "ok ok ok ok | ok ok 403 403 | 488 488 403 403",
@@ -302,7 +302,7 @@ func TestOnlyTLSAndDTLSAreSecureTransportsWhateverTheirCase(t *testing.T) {
 func TestWarningsAreSafeToQuoteEvenWhenTheyNameHostileTokens(t *testing.T) {
 	for _, body := range []string{
 		"v=0\r\nm=au\"d\\io\x01\xff 4000 RTP/\"AV\x7fP 0\r\n", // a stream with hostile tokens
-		"v=0\r\n\"=\\\x00\xfe\r\n",                           // a line with hostile bytes
+		"v=0\r\n\"=\\\x00\xfe\r\n",                            // a line with hostile bytes
 	} {
 		d := securedPlan.CheckMedia("application/sdp", []byte(body))
 		if d.Allow {
