@@ -34,7 +34,7 @@ func (s *Server) handleFrame(c *streamConn, frame []byte) {
 
 // handleDatagram parses one UDP datagram.
 func (s *Server) handleDatagram(f udpFlow, b []byte) {
-	p := s.identifyByAddr(f.addr.Addr())
+	p := s.identifyByAddr(f.addr)
 	msg, err := s.parser.ParseSIP(b)
 	if err != nil {
 		s.malformed(f, p, b, err)
@@ -214,6 +214,10 @@ func (s *Server) handleRequest(f flow, p *peer, req *sip.Request) {
 		s.forwardStateless(f, p, req, toward, popped)
 		return
 	}
+	if s.cfg.Backends.Mode == "redirect" && req.Method == sip.INVITE && p.side == sideGateway && !inDialog && !popped.found {
+		s.redirect(f, p, req)
+		return
+	}
 	tx := s.newTransaction(f, p, req, toward)
 	if req.Method == sip.INVITE {
 		trying := sip.NewResponseFromRequest(req, 100, "Trying", nil)
@@ -228,6 +232,26 @@ func (s *Server) handleRequest(f flow, p *peer, req *sip.Request) {
 		return
 	}
 	s.forwardToGateway(tx, popped)
+}
+
+// redirect answers a new call with 302 Moved Temporarily whose Contact is
+// a healthy backend server, as the source product's call router does; the
+// gateway then calls that server directly.
+func (s *Server) redirect(f flow, p *peer, req *sip.Request) {
+	b := s.pool.pick(nil)
+	if b == nil {
+		secs := max(int(s.cfg.Backends.Health.Interval/time.Second), 1)
+		s.refuse(f, p, req, 503, "no_backend", "no UM server available", retryAfter(secs))
+		return
+	}
+	contact := sip.Uri{Scheme: "sip", User: req.Recipient.User, Host: b.host, Port: b.port, UriParams: sip.NewParams()}
+	contact.UriParams.Add("transport", s.cfg.Backends.Transport)
+	res := sip.NewResponseFromRequest(req, 302, "Moved Temporarily", nil)
+	res.AppendHeader(&sip.ContactHeader{Address: contact})
+	_ = f.send([]byte(res.String()))
+	s.m.Responses.WithLabelValues(string(req.Method), "3xx").Inc()
+	s.log.Info("call redirected", zap.String("call_id", callID(req)), zap.String("gateway", gatewayName(p.gateway)),
+		zap.String("backend", b.addr))
 }
 
 func refusalText(reason string) string {
@@ -425,6 +449,11 @@ func (s *Server) forwardToPoolLocked(tx *transaction) {
 			err = s.sendTx(tx, out, b)
 		}
 		if err == nil {
+			if tx.method == sip.INVITE {
+				s.uncount(tx)
+				b.active.Add(1)
+				tx.counted = b
+			}
 			if tx.method == sip.INVITE && len(tx.tried) == 1 {
 				s.log.Info("call routed", zap.String("call_id", tx.callID), zap.String("gateway", gatewayName(tx.gateway)),
 					zap.String("dial_plan", tx.plan), zap.String("backend", b.addr))
@@ -786,6 +815,7 @@ func (s *Server) relay(tx *transaction, b []byte, code int) {
 // relayFinal sends a final response upstream and retires tx. Call with tx.mu held.
 func (s *Server) relayFinal(tx *transaction, b []byte, code int, res *sip.Response) {
 	s.relay(tx, b, code)
+	s.accountCall(tx, code)
 	if tx.onFinal != nil {
 		tx.onFinal(code, retryAfterOf(res, 0))
 	}
@@ -801,6 +831,34 @@ func (s *Server) relayFinal(tx *transaction, b []byte, code int, res *sip.Respon
 	}
 	tx.state = txTerminated
 	s.txs.remove(tx)
+}
+
+// accountCall keeps the per-backend call counts and calls_active in step
+// with the final response of tx. Call with tx.mu held.
+func (s *Server) accountCall(tx *transaction, code int) {
+	switch {
+	case tx.method == sip.INVITE && code < 300 && tx.counted != nil:
+		if n, opened := s.dialogs.open(tx.callID, tx.counted, time.Now()); opened {
+			s.m.CallsActive.Set(float64(n))
+			tx.counted = nil // the dialog holds the count now
+		}
+		s.uncount(tx) // a re-INVITE of a known call: give the count back
+	case tx.method == sip.INVITE:
+		s.uncount(tx)
+	case tx.method == sip.BYE:
+		if b, n := s.dialogs.close(tx.callID); b != nil {
+			b.active.Add(-1)
+			s.m.CallsActive.Set(float64(n))
+		}
+	}
+}
+
+// uncount returns the call count tx holds on a backend, if any.
+func (s *Server) uncount(tx *transaction) {
+	if tx.counted != nil {
+		tx.counted.active.Add(-1)
+		tx.counted = nil
+	}
 }
 
 // forwardResponseStateless relays a response that outlived its transaction

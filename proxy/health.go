@@ -25,8 +25,15 @@ func (s *Server) probeBackends() {
 		case <-tick.C:
 		}
 		for _, b := range s.pool.servers {
-			s.probe(b)
+			if AdminState(b.admin.Load()) != AdminDisabled {
+				s.probe(b)
+			}
 		}
+		stale, n := s.dialogs.expire(time.Now())
+		for _, b := range stale {
+			b.active.Add(-1)
+		}
+		s.m.CallsActive.Set(float64(n))
 	}
 }
 

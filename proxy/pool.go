@@ -27,6 +27,14 @@ type backendServer struct {
 	// server as the source of a datagram or the target of an in-dialog request.
 	resolved atomic.Pointer[netip.AddrPort]
 
+	// admin is the operator's state: AdminEnabled, AdminDisabled or AdminDrain.
+	admin atomic.Int32
+	// active counts calls at this server: INVITEs in progress and
+	// established dialogs (least-calls balancing).
+	active atomic.Int64
+	// current is the smooth weighted round-robin counter, under pool.mu.
+	current int
+
 	// Health probe state (health.go).
 	probeInFlight atomic.Bool
 	probeDown     atomic.Bool
@@ -36,11 +44,51 @@ type backendServer struct {
 	conn   atomic.Pointer[streamConn]
 }
 
+// AdminState is an operator's decision about a backend server, as the
+// source product's gateways have Enabled / Disabled / NoNewCalls.
+type AdminState int32
+
+// Administrative states.
+const (
+	// AdminEnabled: new calls and in-dialog requests.
+	AdminEnabled AdminState = iota
+	// AdminDisabled: no new calls and no health probes; in-dialog requests
+	// of existing calls still pass, so no call is cut.
+	AdminDisabled
+	// AdminDrain (no-new-calls): existing dialogs continue, no new INVITE.
+	AdminDrain
+)
+
+// String returns the state's name as configuration and the admin API write it.
+func (a AdminState) String() string {
+	switch a {
+	case AdminDisabled:
+		return "disabled"
+	case AdminDrain:
+		return "no-new-calls"
+	}
+	return "enabled"
+}
+
+// ParseAdminState reads a state name: enabled, disabled or no-new-calls (or drain).
+func ParseAdminState(s string) (AdminState, bool) {
+	switch s {
+	case "enabled":
+		return AdminEnabled, true
+	case "disabled":
+		return AdminDisabled, true
+	case "no-new-calls", "drain":
+		return AdminDrain, true
+	}
+	return 0, false
+}
+
 // backendPool chooses servers for new requests.
 type backendPool struct {
 	cfg     BackendsConfig
 	servers []*backendServer
 	next    atomic.Uint64
+	mu      sync.Mutex // weighted selection
 	m       *metrics.Metrics
 }
 
@@ -82,8 +130,13 @@ func (b *backendServer) up(now time.Time) bool {
 	return !b.probeDown.Load() && now.UnixNano() >= b.downUntil.Load()
 }
 
-// pick returns the next server in round-robin order that is up and not in
-// tried, or nil.
+// eligible reports whether b may take a new call now.
+func (b *backendServer) eligible(now time.Time, tried []*backendServer) bool {
+	return b.weight > 0 && AdminState(b.admin.Load()) == AdminEnabled && b.up(now) && !contains(tried, b)
+}
+
+// pick chooses a server for a new call by the configured balance, among
+// those that are eligible and not in tried; nil when none is.
 func (p *backendPool) pick(tried []*backendServer) *backendServer {
 	n := len(p.servers)
 	if n == 0 {
@@ -91,14 +144,49 @@ func (p *backendPool) pick(tried []*backendServer) *backendServer {
 	}
 	now := time.Now()
 	start := int(p.next.Add(1) - 1)
+	switch p.cfg.Balance {
+	case "weighted":
+		return p.pickWeighted(now, tried)
+	case "least-calls":
+		var best *backendServer
+		for i := 0; i < n; i++ {
+			b := p.servers[(start+i)%n]
+			if b.eligible(now, tried) && (best == nil || b.active.Load() < best.active.Load()) {
+				best = b
+			}
+		}
+		return best
+	}
 	for i := 0; i < n; i++ {
 		b := p.servers[(start+i)%n]
-		if b.weight == 0 || !b.up(now) || contains(tried, b) {
-			continue
+		if b.eligible(now, tried) {
+			return b
 		}
-		return b
 	}
 	return nil
+}
+
+// pickWeighted is smooth weighted round-robin (as nginx does): over any
+// window, each server gets calls in proportion to its weight, interleaved.
+func (p *backendPool) pickWeighted(now time.Time, tried []*backendServer) *backendServer {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var best *backendServer
+	total := 0
+	for _, b := range p.servers {
+		if !b.eligible(now, tried) {
+			continue
+		}
+		b.current += b.weight
+		total += b.weight
+		if best == nil || b.current > best.current {
+			best = b
+		}
+	}
+	if best != nil {
+		best.current -= total
+	}
+	return best
 }
 
 func contains(list []*backendServer, b *backendServer) bool {
@@ -125,7 +213,7 @@ func (p *backendPool) markDown(b *backendServer, d time.Duration) {
 func (p *backendPool) anyUp() bool {
 	now := time.Now()
 	for _, b := range p.servers {
-		if b.weight > 0 && b.up(now) {
+		if b.eligible(now, nil) {
 			return true
 		}
 	}
@@ -151,6 +239,16 @@ func (p *backendPool) byIP(ip netip.Addr) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// byAddr returns the server configured as addr.
+func (p *backendPool) byAddr(addr string) *backendServer {
+	for _, b := range p.servers {
+		if b.addr == addr {
+			return b
+		}
+	}
+	return nil
 }
 
 // byTarget returns the server that host:port designates, so that in-dialog

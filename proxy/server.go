@@ -73,8 +73,9 @@ type Server struct {
 	conns     map[uint64]*streamConn
 	connCount atomic.Int64
 
-	pool *backendPool
-	txs  txTable
+	pool    *backendPool
+	txs     txTable
+	dialogs dialogTable
 }
 
 // New checks cfg (SetDefaults must have been applied) and prepares a Server.
@@ -111,6 +112,7 @@ func New(cfg Config, plans dialplan.Plans, certs Certificates, m *metrics.Metric
 	}
 	s.pool = newBackendPool(s.cfg.Backends, m)
 	s.txs.init()
+	s.dialogs.init()
 	return s, nil
 }
 
@@ -224,13 +226,15 @@ func (s *Server) waitDrained(timeout time.Duration) {
 }
 
 // Ready reports whether the listeners are up and at least one backend is usable.
-func (s *Server) Ready() bool { return s.ready.Load() && s.pool.anyUp() }
+func (s *Server) Ready() bool { return s.ReadyError() == nil }
 
 // ReadyError says why the server is not ready, or nil.
 func (s *Server) ReadyError() error {
 	switch {
 	case !s.ready.Load():
 		return errors.New("listeners not up")
+	case s.draining.Load():
+		return errors.New("draining")
 	case !s.pool.anyUp():
 		return errors.New("no backend server is up")
 	}
@@ -321,7 +325,7 @@ func (s *Server) serveConn(nc net.Conn, tp string) {
 		}
 		s.m.Handshakes.WithLabelValues("ok", result).Inc()
 	} else {
-		c.peer = s.identifyByAddr(c.remote.Addr())
+		c.peer = s.identifyByAddr(c.remote)
 	}
 	if c.peer.refusal != "" {
 		s.log.Warn("peer refused: every request will get 403", append(connFields(c), zap.String("reason", c.peer.refusal), zap.Strings("names", c.peer.names))...)
@@ -360,9 +364,15 @@ func (s *Server) identifyTLS(chain []*x509.Certificate) peer {
 	return peer{names: names, refusal: "not_a_gateway"}
 }
 
-// identifyByAddr identifies a plain TCP or UDP peer by its source address.
-func (s *Server) identifyByAddr(ip netip.Addr) peer {
-	ip = ip.Unmap()
+// identifyByAddr identifies a plain TCP or UDP peer by its source address:
+// a backend server at exactly that address and port first (UDP peers send
+// from their listening port), then a gateway at that IP, then a backend at
+// that IP.
+func (s *Server) identifyByAddr(ap netip.AddrPort) peer {
+	ip := ap.Addr().Unmap()
+	if b := s.pool.byTarget(ip.String(), int(ap.Port())); b != nil {
+		return peer{side: sideBackend, backend: b.addr, names: []string{ip.String()}}
+	}
 	if g, ok := s.gatewaysByIP[ip]; ok {
 		return peer{side: sideGateway, gateway: g, names: []string{ip.String()}}
 	}

@@ -23,6 +23,7 @@ type tlsUAS struct {
 	mu        sync.Mutex
 	clientCNs []string
 	byes      atomic.Int64
+	invites   atomic.Int64
 }
 
 func startTLSUAS(t *testing.T, ca *testpki.CA, leaf *testpki.Leaf) *tlsUAS {
@@ -77,6 +78,7 @@ func (u *tlsUAS) serve(c *tls.Conn) {
 		}
 		switch req.Method {
 		case sip.INVITE:
+			u.invites.Add(1)
 			ring := sip.NewResponseFromRequest(req, 180, "Ringing", nil)
 			tag, _ := ring.To().Params.Get("tag")
 			ok := sip.NewResponseFromRequest(req, 200, "OK", []byte(testSDP))

@@ -54,7 +54,10 @@ type transaction struct {
 
 	backend *backendServer   // next hop when toward the pool
 	tried   []*backendServer // servers already attempted (failover)
-	gateway *Gateway         // the gateway side of the call
+	// counted is the server whose active-call count this INVITE holds;
+	// a 2xx hands the count to the dialog table, anything else returns it.
+	counted *backendServer
+	gateway *Gateway // the gateway side of the call
 	plan    string
 
 	// probe marks a health-check OPTIONS: it has no sender, and its

@@ -33,6 +33,9 @@ type UASOptions struct {
 	StopGrace time.Duration
 	// ExtraArgs are appended to the command line (e.g. "-key", "k", "v").
 	ExtraArgs []string
+	// Port, when not 0, is the port to bind (to restart a UAS where it was);
+	// otherwise a free one is chosen.
+	Port int
 }
 
 // UAS is a running SIPp UAS.
@@ -75,7 +78,10 @@ func StartUAS(t testing.TB, opts UASOptions) *UAS {
 	u := &UAS{t: t, opts: opts}
 	const attempts = 5
 	for attempt := 1; ; attempt++ {
-		port, err := testproc.FreePort(opts.Transport.network())
+		port, err := opts.Port, error(nil)
+		if port == 0 {
+			port, err = testproc.FreePort(opts.Transport.network())
+		}
 		if err != nil {
 			t.Fatalf("sipptest: free port: %v", err)
 		}
@@ -108,7 +114,7 @@ func StartUAS(t testing.TB, opts UASOptions) *UAS {
 			break
 		}
 		p.stop(time.Second)
-		if errors.Is(err, testproc.ErrExited) && p.bindFailed() && attempt < attempts {
+		if errors.Is(err, testproc.ErrExited) && p.bindFailed() && attempt < attempts && opts.Port == 0 {
 			t.Logf("sipptest: port %d taken, retrying (%d/%d)", port, attempt, attempts)
 			continue
 		}
