@@ -14,11 +14,11 @@ type HuntGroup struct {
 //
 // The first group in order whose Pilot matches wins; without one, the plan
 // named defaultPlan (the gateway's `dial_plan`, may be empty) applies. A
-// pilot made of digits, an optional leading '+' and visual separators is a
-// telephone number: it matches a user part with the same '+' and digits,
-// separators ignored, tel parameters after ';' ignored (so "5000" matches
-// "5000;phone-context=pbx.example.com" and "+1-425-555-0100" matches
-// "+14255550100"). Any other pilot matches a user part equal to it,
+// pilot made of digits, an optional leading '+', visual separators and
+// spaces is a telephone number: it matches a user part with the same '+' and
+// digits, separators ignored, tel parameters after ';' ignored (so "5000"
+// matches "5000;phone-context=pbx.example.com" and "+1 (425) 555-0100"
+// matches "+14255550100"). Any other pilot matches a user part equal to it,
 // case-sensitively, as RFC 3261 compares user parts.
 //
 // No match and no default: 404 "no dial plan for this number" (Reason
@@ -47,16 +47,16 @@ func pilotMatches(pilot, user string) bool {
 	if pilot == "" {
 		return false
 	}
-	if !isTelephoneNumber(pilot) {
+	if !isTelephoneNumber(pilot, true) {
 		return pilot == user
 	}
 	user = numberPart(user)
-	if !isTelephoneNumber(user) {
+	if !isTelephoneNumber(user, false) {
 		return false
 	}
 	i, j := 0, 0
 	for {
-		for i < len(pilot) && isVisualSeparator(pilot[i]) {
+		for i < len(pilot) && (isVisualSeparator(pilot[i]) || pilot[i] == ' ') {
 			i++
 		}
 		for j < len(user) && isVisualSeparator(user[j]) {
@@ -74,11 +74,20 @@ func pilotMatches(pilot, user string) bool {
 }
 
 // isTelephoneNumber reports an optional '+' then digits and visual
-// separators, with at least one digit.
-func isTelephoneNumber(s string) bool {
+// separators (and spaces, when spaces is true), with at least one digit.
+func isTelephoneNumber(s string, spaces bool) bool {
 	if len(s) > 0 && s[0] == '+' {
 		s = s[1:]
 	}
-	digits, ok := countDigits(s)
-	return ok && digits > 0
+	digits := 0
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c >= '0' && c <= '9':
+			digits++
+		case isVisualSeparator(c), spaces && c == ' ':
+		default:
+			return false
+		}
+	}
+	return digits > 0
 }

@@ -54,9 +54,11 @@ func (e *SDPError) Error() string {
 //
 // Reading is lenient where leniency cannot hide a stream: lines may end in
 // LF or CRLF, blank lines are skipped, unknown line types and attributes are
-// ignored. It is strict where a stream could hide: the first line must be
-// v=0, every other line `<a-z>=`, and every m= line `media port[/n] proto
-// fmt...` with a port from 0 to 65535.
+// ignored. It is strict where another parser could see a stream that this
+// one does not: the first line must be v=0, every other line `<a-z>=`, no
+// line may hold a bare CR, and every m= line is printable US-ASCII of the
+// form `media port[/n] proto fmt...` (fields separated by SP or HTAB) with a
+// port from 0 to 65535.
 func CheckSDP(sdp []byte) (secure bool, reason string, err error) {
 	var s sdpScan
 	if err := s.scan(sdp); err != nil {
@@ -139,6 +141,10 @@ func (s *sdpScan) scan(sdp []byte) error {
 		if len(line) == 0 {
 			continue
 		}
+		if bytes.IndexByte(line, '\r') >= 0 {
+			// A parser that ends lines at a bare CR would see a line we do not.
+			return &SDPError{Line: n, Msg: "bare CR inside a line"}
+		}
 		if first {
 			if !bytes.Equal(line, []byte("v=0")) {
 				return &SDPError{Line: n, Msg: "SDP must start with v=0"}
@@ -176,6 +182,13 @@ func trimLineEnd(b []byte) []byte {
 // media opens the section of an m= line: `media SP port[/count] SP proto
 // 1*(SP fmt)`.
 func (s *sdpScan) media(n int, v []byte) error {
+	for _, c := range v {
+		// Only SP and HTAB may separate fields: a parser that also splits at
+		// other control or non-ASCII bytes would read another port or proto.
+		if (c < 0x21 && c != ' ' && c != '\t') || c > 0x7e {
+			return &SDPError{Line: n, Msg: "m= line with a control or non-ASCII byte"}
+		}
+	}
 	media, v := nextField(v)
 	port, v := nextField(v)
 	proto, v := nextField(v)

@@ -340,6 +340,11 @@ func TestMalformedSDP(t *testing.T) {
 		{"line without =", sdp("v=0", "s=-", "hello", "m=audio 4000 RTP/SAVP 0"), 3},
 		{"upper-case type", sdp("v=0", "M=audio 4000 RTP/AVP 0"), 2},
 		{"empty m=", sdp("v=0", "m="), 2},
+		{"form feed between m= fields", []byte("v=0\nm=0\f1 0 0 0"), 2},
+		{"NUL in m=", sdp("v=0", "m=audio 4000\x00 RTP/AVP 0"), 2},
+		{"non-ASCII space in m=", sdp("v=0", "m=audio\u00a04000 RTP/AVP 0"), 2},
+		{"bare CR hides a line", sdp("v=0", "a=x\rm=audio 4000 RTP/AVP 0"), 2},
+		{"bare CR splits m=", sdp("v=0", "m=audio 0 RTP/AVP 0\rm=audio 4000 RTP/AVP 0"), 2},
 	}
 	for _, row := range rows {
 		t.Run(row.name, func(t *testing.T) {
