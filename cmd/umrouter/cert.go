@@ -20,7 +20,7 @@ import (
 // PKCS#12 password from when --password-file is not given.
 const certPasswordEnv = "UMROUTER_CERT_PASSWORD"
 
-const certUsage = `usage: umrouter cert COMMAND [ARGUMENTS] (--state-dir DIR | --config FILE)
+const certUsage = `usage: umrouter cert COMMAND [ARGUMENTS] [--state-dir DIR | --config FILE]
 
 Manages the certificate store (tls.state_dir). A running umrouter watches the
 store: after "cert enable" new connections use the enabled certificate within
@@ -53,6 +53,9 @@ commands:
 store (every command):
   --state-dir DIR   the certificate store directory
   --config FILE     the configuration file whose tls.state_dir names the store
+  neither, or a configuration without tls.state_dir: the store "umrouter run" uses
+  by default ($STATE_DIRECTORY, else /var/lib/umrouter when writable, else
+  $XDG_STATE_HOME/umrouter or ~/.local/state/umrouter), named on stderr
 
 exit codes: 0 success, 1 failure, 2 usage error
 `
@@ -103,9 +106,10 @@ type certCommand struct {
 
 // parse parses the subcommand's flags, which may come before, between or
 // after its positional arguments ("import FILE --state-dir DIR"), and
-// checks the number of positional arguments. It returns the exit code to
-// stop with, or -1 to go on.
-func (c *certCommand) parse(positional int) ([]string, int) {
+// checks that there is exactly one positional argument when arg names it
+// ("THUMBPRINT", "FILE"), none otherwise. It returns the exit code to stop
+// with, or -1 to go on.
+func (c *certCommand) parse(arg string) ([]string, int) {
 	var pos []string
 	args := c.args
 	for {
@@ -121,19 +125,16 @@ func (c *certCommand) parse(positional int) ([]string, int) {
 		pos = append(pos, c.fs.Arg(0))
 		args = c.fs.Args()[1:] // shorter at every turn
 	}
-	if len(pos) != positional {
-		switch positional {
-		case 0:
-			return nil, c.usageError("unexpected argument %q", pos[0])
-		default:
-			return nil, c.usageError("want %d argument(s), got %d", positional, len(pos))
-		}
+	switch {
+	case arg == "" && len(pos) > 0:
+		return nil, c.usageError("unexpected argument %q", pos[0])
+	case arg != "" && len(pos) == 0:
+		return nil, c.usageError("give the %s", arg)
+	case arg != "" && len(pos) > 1:
+		return nil, c.usageError("one %s only; unexpected %q", arg, pos[1])
 	}
 	if c.stateDir != "" && c.config != "" {
 		return nil, c.usageError("give --state-dir or --config, not both")
-	}
-	if c.stateDir == "" && c.config == "" {
-		return nil, c.usageError("which store? give --state-dir DIR or --config FILE")
 	}
 	return pos, -1
 }
@@ -148,19 +149,33 @@ func (c *certCommand) fail(err error) int {
 	return 1
 }
 
-// store opens the store named by --state-dir or by the configuration.
-func (c *certCommand) store() (*tlsmgr.Store, error) {
+// store opens the store named by --state-dir or by the configuration, or
+// else the daemon's default one, which it names on stderr: an
+// administrator without $STATE_DIRECTORY or write access to /var/lib may
+// otherwise be looking at a store of their own. Only the commands that add
+// to a store (create) make its directory.
+func (c *certCommand) store(create bool) (*tlsmgr.Store, error) {
 	dir := c.stateDir
-	if dir == "" {
+	if dir == "" && c.config != "" {
 		var err error
 		if dir, err = stateDirOfConfig(c.config); err != nil {
 			return nil, err
 		}
 	}
+	if dir == "" {
+		dir = defaultStateDir(os.Getenv)
+		fmt.Fprintf(c.stderr, "umrouter cert: using the default certificate store %s (choose with --state-dir DIR or --config FILE)\n", dir)
+	}
+	if !create {
+		if _, err := os.Stat(dir); err != nil {
+			return nil, fmt.Errorf("no certificate store at %s: %w", dir, err)
+		}
+	}
 	return tlsmgr.OpenStore(dir)
 }
 
-// stateDirOfConfig reads tls.state_dir from a configuration file. Only
+// stateDirOfConfig reads tls.state_dir from a configuration file: "" when
+// it is not set, which means the default store, as for the daemon. Only
 // that much is read: certificates can be managed while other sections of
 // the file are still being written (`umrouter config check` validates it
 // all).
@@ -178,14 +193,10 @@ func stateDirOfConfig(file string) (string, error) {
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return "", fmt.Errorf("%s: %w", file, err)
 	}
-	switch {
-	case doc.TLS.StateDir != "":
-		return doc.TLS.StateDir, nil
-	case doc.TLS.CertFile != "":
+	if doc.TLS.StateDir == "" && doc.TLS.CertFile != "" {
 		return "", fmt.Errorf("%s: tls.cert_file is set, so umrouter does not use a certificate store: replace the files at tls.cert_file and tls.key_file instead (the daemon reloads them)", file)
-	default:
-		return "", fmt.Errorf("%s: tls.state_dir is not set; give --state-dir DIR", file)
 	}
+	return doc.TLS.StateDir, nil
 }
 
 // listFlag collects a repeated flag; commas separate values too.
@@ -227,7 +238,7 @@ func (c *certCommand) new() int {
 	selfSigned := c.fs.Bool("self-signed", false, "create a self-signed certificate (required: the only kind `new` makes)")
 	dns, ips, key := c.nameFlags()
 	days := c.fs.Int("days", 365, "validity in `DAYS` (1 to 3650)")
-	if _, code := c.parse(0); code >= 0 {
+	if _, code := c.parse(""); code >= 0 {
 		return code
 	}
 	if !*selfSigned {
@@ -243,7 +254,7 @@ func (c *certCommand) new() int {
 	if *days < 1 {
 		return c.usageError("--days must be at least 1")
 	}
-	st, err := c.store()
+	st, err := c.store(true)
 	if err != nil {
 		return c.fail(err)
 	}
@@ -259,16 +270,19 @@ func (c *certCommand) new() int {
 
 func (c *certCommand) hintEnable(info tlsmgr.CertInfo) {
 	if !info.Active {
-		fmt.Fprintf(c.stdout, "\nto use it: umrouter cert enable %s %s\n", info.Thumbprint, c.storeArgs())
+		fmt.Fprintf(c.stdout, "\nto use it: umrouter cert enable %s%s\n", info.Thumbprint, c.storeArgs())
 	}
 }
 
 // storeArgs repeats the store flags for a hint the user can paste.
 func (c *certCommand) storeArgs() string {
-	if c.config != "" {
-		return "--config " + shellQuote(c.config)
+	switch {
+	case c.config != "":
+		return " --config " + shellQuote(c.config)
+	case c.stateDir != "":
+		return " --state-dir " + shellQuote(c.stateDir)
 	}
-	return "--state-dir " + shellQuote(c.stateDir)
+	return ""
 }
 
 func shellQuote(s string) string {
@@ -282,7 +296,7 @@ func (c *certCommand) request() int {
 	dns, ips, key := c.nameFlags()
 	subject := c.fs.String("subject", "", "requested subject `DN`, e.g. \"CN=um.example.com,O=Contoso,C=US\" (default CN=first name)")
 	out := c.fs.String("out", "", "`FILE` to write the certificate signing request (PEM) to")
-	if _, code := c.parse(0); code >= 0 {
+	if _, code := c.parse(""); code >= 0 {
 		return code
 	}
 	if *out == "" {
@@ -298,7 +312,7 @@ func (c *certCommand) request() int {
 	if _, err := tlsmgr.ParseSubject(*subject); err != nil {
 		return c.usageError("--subject: %v", err)
 	}
-	st, err := c.store()
+	st, err := c.store(true)
 	if err != nil {
 		return c.fail(err)
 	}
@@ -324,13 +338,13 @@ func (c *certCommand) request() int {
 	}
 	fmt.Fprintf(c.stdout, "wrote certificate request %s\n", *out)
 	printRequest(c.stdout, req)
-	fmt.Fprintf(c.stdout, "\nthe key stays in %s; have your CA sign the request, then:\n  umrouter cert import SIGNED.crt %s\n", st.Dir(), c.storeArgs())
+	fmt.Fprintf(c.stdout, "\nthe key stays in %s; have your CA sign the request, then:\n  umrouter cert import SIGNED.crt%s\n", st.Dir(), c.storeArgs())
 	return 0
 }
 
 func (c *certCommand) importFile() int {
 	passwordFile := c.fs.String("password-file", "", "`FILE` holding the PKCS#12 password (default: $"+certPasswordEnv+", else none)")
-	pos, code := c.parse(1)
+	pos, code := c.parse("FILE")
 	if code >= 0 {
 		return code
 	}
@@ -346,7 +360,7 @@ func (c *certCommand) importFile() int {
 		}
 		password = strings.TrimRight(string(b), "\r\n")
 	}
-	st, err := c.store()
+	st, err := c.store(true)
 	if err != nil {
 		return c.fail(err)
 	}
@@ -368,10 +382,10 @@ func (c *certCommand) importFile() int {
 
 func (c *certCommand) list() int {
 	asJSON := c.fs.Bool("json", false, "print JSON")
-	if _, code := c.parse(0); code >= 0 {
+	if _, code := c.parse(""); code >= 0 {
 		return code
 	}
-	st, err := c.store()
+	st, err := c.store(false)
 	if err != nil {
 		return c.fail(err)
 	}
@@ -418,11 +432,11 @@ func (c *certCommand) list() int {
 }
 
 func (c *certCommand) enable() int {
-	pos, code := c.parse(1)
+	pos, code := c.parse("THUMBPRINT")
 	if code >= 0 {
 		return code
 	}
-	st, err := c.store()
+	st, err := c.store(false)
 	if err != nil {
 		return c.fail(err)
 	}
@@ -438,14 +452,14 @@ func (c *certCommand) enable() int {
 func (c *certCommand) export() int {
 	out := c.fs.String("out", "", "`FILE` to write")
 	der := c.fs.Bool("der", false, "write the certificate alone in DER (.cer) instead of PEM with its chain")
-	pos, code := c.parse(1)
+	pos, code := c.parse("THUMBPRINT")
 	if code >= 0 {
 		return code
 	}
 	if *out == "" {
 		return c.usageError("give --out FILE")
 	}
-	st, err := c.store()
+	st, err := c.store(false)
 	if err != nil {
 		return c.fail(err)
 	}
@@ -476,11 +490,11 @@ func (c *certCommand) export() int {
 }
 
 func (c *certCommand) remove() int {
-	pos, code := c.parse(1)
+	pos, code := c.parse("THUMBPRINT")
 	if code >= 0 {
 		return code
 	}
-	st, err := c.store()
+	st, err := c.store(false)
 	if err != nil {
 		return c.fail(err)
 	}
