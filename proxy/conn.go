@@ -62,7 +62,19 @@ type streamConn struct {
 	conn   net.Conn
 	tp     string // "TLS" or "TCP"
 	remote netip.AddrPort
-	peer   peer
+	// who is the peer, replaced (never modified) when a reload makes the
+	// read loop decide again; other goroutines read it to find a gateway's
+	// connection.
+	who atomic.Pointer[peer]
+	// peerGen is the routing generation peer was decided under; a reload
+	// makes the next message decide again (a gateway may have been removed
+	// or moved to another dial plan).
+	peerGen uint64
+	// dialed connections were opened by umrouter toward a known peer and
+	// keep the identity they were dialed for.
+	dialed bool
+	// metricSide is the side the connection was counted under.
+	metricSide side
 
 	writeMu sync.Mutex
 	closed  atomic.Bool
@@ -88,6 +100,9 @@ func (c *streamConn) send(b []byte) error {
 	}
 	return err
 }
+
+// identity returns who the peer is.
+func (c *streamConn) identity() *peer { return c.who.Load() }
 
 func (c *streamConn) viaTransport() string       { return c.tp }
 func (c *streamConn) flowID() uint64             { return c.id }

@@ -32,8 +32,8 @@ func placeCall(c *sipClient) error {
 	}
 	c.send(c.inDialog(d, "ACK"))
 	c.send(c.inDialog(d, "BYE"))
-	r := c.response(10 * time.Second)
-	if r.StatusCode != 200 || r.CSeq().MethodName != "BYE" {
+	r := c.responseTo("BYE", 10*time.Second)
+	if r.StatusCode != 200 {
 		return fmt.Errorf("BYE answered %s", r.StartLine())
 	}
 	return nil

@@ -22,12 +22,18 @@ const ourRouteParam = "umr"
 func (s *Server) handleFrame(c *streamConn, frame []byte) {
 	msg, err := s.parser.ParseSIP(frame)
 	if err != nil {
-		s.malformed(c, c.peer, frame, err)
+		s.malformed(c, *c.identity(), frame, err)
 		return
 	}
 	msg.SetSource(c.remote.String())
-	s.handleMessage(c, &c.peer, msg)
-	if c.peer.refusal != "" {
+	if r := s.rt(); !c.dialed && c.peerGen != r.gen {
+		p := s.identify(c)
+		c.who.Store(&p)
+		c.peerGen = r.gen
+	}
+	p := c.identity()
+	s.handleMessage(c, p, msg)
+	if p.refusal != "" {
 		c.closeAfterWrite.Store(true)
 	}
 }
@@ -203,7 +209,7 @@ func (s *Server) handleRequest(f flow, p *peer, req *sip.Request) {
 			s.refuse(f, p, req, 503, "draining", "node is draining", retryAfter(5))
 			return
 		}
-		plan, ok := s.plans.Lookup(p.gateway.DialPlan)
+		plan, ok := s.rt().plans.Lookup(p.gateway.DialPlan)
 		if ok && plan.Security != dialplan.Unsecured && f.viaTransport() != "TLS" {
 			s.refuse(f, p, req, 403, "tls_required", "TLS required")
 			return
@@ -214,7 +220,7 @@ func (s *Server) handleRequest(f flow, p *peer, req *sip.Request) {
 		s.forwardStateless(f, p, req, toward, popped)
 		return
 	}
-	if s.cfg.Backends.Mode == "redirect" && req.Method == sip.INVITE && p.side == sideGateway && !inDialog && !popped.found {
+	if s.rt().backends.Mode == "redirect" && req.Method == sip.INVITE && p.side == sideGateway && !inDialog && !popped.found {
 		s.redirect(f, p, req)
 		return
 	}
@@ -238,14 +244,14 @@ func (s *Server) handleRequest(f flow, p *peer, req *sip.Request) {
 // a healthy backend server, as the source product's call router does; the
 // gateway then calls that server directly.
 func (s *Server) redirect(f flow, p *peer, req *sip.Request) {
-	b := s.pool.pick(nil)
+	b := s.rt().pool.pick(nil)
 	if b == nil {
-		secs := max(int(s.cfg.Backends.Health.Interval/time.Second), 1)
+		secs := max(int(s.rt().backends.Health.Interval/time.Second), 1)
 		s.refuse(f, p, req, 503, "no_backend", "no UM server available", retryAfter(secs))
 		return
 	}
 	contact := sip.Uri{Scheme: "sip", User: req.Recipient.User, Host: b.host, Port: b.port, UriParams: sip.NewParams()}
-	contact.UriParams.Add("transport", s.cfg.Backends.Transport)
+	contact.UriParams.Add("transport", s.rt().backends.Transport)
 	res := sip.NewResponseFromRequest(req, 302, "Moved Temporarily", nil)
 	res.AppendHeader(&sip.ContactHeader{Address: contact})
 	_ = f.send([]byte(res.String()))
@@ -370,12 +376,12 @@ func (s *Server) portFor(tp string) int {
 	case "UDP":
 		return s.udp.LocalAddr().(*net.UDPAddr).Port
 	case "TCP":
-		if s.tcpPort != 0 {
-			return s.tcpPort
+		if p := s.tcpPort.Load(); p != 0 {
+			return int(p)
 		}
 	}
-	if s.tlsPort != 0 {
-		return s.tlsPort
+	if p := s.tlsPort.Load(); p != 0 {
+		return int(p)
 	}
 	return 5061
 }
@@ -399,7 +405,7 @@ func (s *Server) recordRoute(sd side, tp string, f flow, g *Gateway) *sip.Record
 	return &sip.RecordRouteHeader{Address: u}
 }
 
-func (s *Server) backendTransport() string { return strings.ToUpper(s.cfg.Backends.Transport) }
+func (s *Server) backendTransport() string { return strings.ToUpper(s.rt().backends.Transport) }
 
 // backendFlow returns the path to backend server b, dialing a stream
 // connection when there is none.
@@ -438,7 +444,7 @@ func (s *Server) forwardToPool(tx *transaction) {
 
 func (s *Server) forwardToPoolLocked(tx *transaction) {
 	for {
-		b := s.pool.pick(tx.tried)
+		b := s.rt().pool.pick(tx.tried)
 		if b == nil {
 			s.noBackend(tx)
 			return
@@ -462,13 +468,13 @@ func (s *Server) forwardToPoolLocked(tx *transaction) {
 		}
 		s.m.BackendRequests.WithLabelValues(b.addr, "error").Inc()
 		s.log.Warn("backend unreachable, trying the next one", zap.String("backend", b.addr), zap.String("call_id", tx.callID), zap.Error(err))
-		s.pool.markDown(b, s.cfg.Backends.Health.Interval)
+		s.rt().pool.markDown(b, s.rt().backends.Health.Interval)
 	}
 }
 
 // noBackend ends tx with 503 and Retry-After: every server was tried or is down.
 func (s *Server) noBackend(tx *transaction) {
-	secs := int(s.cfg.Backends.Health.Interval / time.Second)
+	secs := int(s.rt().backends.Health.Interval / time.Second)
 	if secs < 1 {
 		secs = 1
 	}
@@ -493,7 +499,7 @@ func (s *Server) sendTx(tx *transaction, out flow, b *backendServer) error {
 	tx.backend = b
 	tx.state = txCalling
 	now := time.Now()
-	tx.deadline = now.Add(s.cfg.Backends.Health.Timeout)
+	tx.deadline = now.Add(s.rt().backends.Health.Timeout)
 	if out.viaTransport() == "UDP" {
 		tx.retransEvery = t1
 		tx.retransAt = now.Add(t1)
@@ -527,7 +533,7 @@ func (s *Server) forwardInDialogToBackend(tx *transaction) {
 	tx.mu.Lock()
 	defer tx.mu.Unlock()
 	host, port := nextHop(tx.req)
-	b := s.pool.byTarget(host, port)
+	b := s.rt().pool.byTarget(host, port)
 	if b == nil {
 		s.respondLocal(tx, 404, "unknown_target", "in-dialog target is no configured UM server")
 		return
@@ -553,13 +559,13 @@ func (s *Server) forwardToGateway(tx *transaction, pr poppedRoute) {
 	var out flow
 	if pr.found {
 		if c := s.connByID(pr.flowID); c != nil && pr.flowID != 0 {
-			out, g = c, c.peer.gateway
+			out, g = c, c.identity().gateway
 		} else {
-			g = s.gatewaysByName[pr.gateway]
+			g = s.rt().byName[pr.gateway]
 		}
 	} else {
 		host, _ := nextHop(tx.req)
-		g = s.gatewaysByAddr[strings.ToLower(host)]
+		g = s.rt().byAddr[strings.ToLower(host)]
 		if g == nil {
 			s.respondLocal(tx, 404, "unknown_gateway", "no gateway by that name")
 			return
@@ -603,12 +609,12 @@ func (s *Server) forwardStateless(f flow, p *peer, req *sip.Request, toward side
 	if toward == sideGateway {
 		if c := s.connByID(pr.flowID); c != nil && pr.flowID != 0 {
 			out = c
-		} else if g := s.gatewaysByName[pr.gateway]; g != nil {
+		} else if g := s.rt().byName[pr.gateway]; g != nil {
 			out, _ = s.gatewayConn(g)
 		}
 	} else {
 		host, port := nextHop(req)
-		if b := s.pool.byTarget(host, port); b != nil {
+		if b := s.rt().pool.byTarget(host, port); b != nil {
 			out, _ = s.backendFlow(b)
 		}
 	}
@@ -771,7 +777,7 @@ func (s *Server) handleResponse(f flow, p *peer, res *sip.Response) {
 		s.sendAck(tx, res)
 	}
 	if s.shouldFailover(tx, res) {
-		s.pool.markDown(tx.backend, retryAfterOf(res, s.cfg.Backends.Health.Interval))
+		s.rt().pool.markDown(tx.backend, retryAfterOf(res, s.rt().backends.Health.Interval))
 		s.log.Warn("backend refused the call, trying the next one", zap.String("backend", tx.backend.addr), zap.Int("code", code), zap.String("call_id", tx.callID))
 		s.forwardToPoolLocked(tx)
 		return
@@ -906,7 +912,7 @@ func (s *Server) expireTx(tx *transaction, now time.Time) {
 			return
 		}
 		if tx.backend != nil {
-			s.pool.markDown(tx.backend, s.cfg.Backends.Health.Interval)
+			s.rt().pool.markDown(tx.backend, s.rt().backends.Health.Interval)
 			s.log.Warn("backend did not answer, trying the next one", zap.String("backend", tx.backend.addr), zap.String("call_id", tx.callID))
 			if !tx.req.To().Params.Has("tag") && !tx.cancelled {
 				s.forwardToPoolLocked(tx)

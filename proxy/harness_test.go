@@ -104,7 +104,7 @@ func startProxy(t *testing.T, pki *testPKI, cfg Config, plans dialplan.Plans) *t
 			t.Error("proxy did not stop")
 		}
 	})
-	return &testProxy{s: s, m: m, pki: pki, tlsAddr: fmt.Sprintf("127.0.0.1:%d", s.tlsPort)}
+	return &testProxy{s: s, m: m, pki: pki, tlsAddr: fmt.Sprintf("127.0.0.1:%d", s.tlsPort.Load())}
 }
 
 // sipClient is a gateway (or backend) speaking SIP over one stream connection.
@@ -195,6 +195,19 @@ func (c *sipClient) response(timeout time.Duration) *sip.Response {
 		c.t.Fatalf("want a response, got %s", m.(*sip.Request).StartLine())
 	}
 	return r
+}
+
+// responseTo waits for the next response to method, skipping others: a
+// UAC sees the 2xx of its INVITE again when the backend retransmits it
+// before the ACK arrived (RFC 3261 §13.3.1.4), and ignores it.
+func (c *sipClient) responseTo(method string, timeout time.Duration) *sip.Response {
+	c.t.Helper()
+	for {
+		r := c.response(timeout)
+		if string(r.CSeq().MethodName) == method {
+			return r
+		}
+	}
 }
 
 // finalResponse skips provisional responses.

@@ -15,7 +15,7 @@ import (
 // implement OPTIONS (405) still answers.
 func (s *Server) probeBackends() {
 	defer s.wg.Done()
-	h := s.cfg.Backends.Health
+	h := s.rt().backends.Health
 	tick := time.NewTicker(h.Interval)
 	defer tick.Stop()
 	for {
@@ -24,7 +24,7 @@ func (s *Server) probeBackends() {
 			return
 		case <-tick.C:
 		}
-		for _, b := range s.pool.servers {
+		for _, b := range s.rt().pool.servers {
 			if AdminState(b.admin.Load()) != AdminDisabled {
 				s.probe(b)
 			}
@@ -75,7 +75,7 @@ func (s *Server) probe(b *backendServer) {
 
 // recordProbe updates b's probe counters and its up/down state.
 func (s *Server) recordProbe(b *backendServer, ok bool, code int, retry time.Duration) {
-	h := s.cfg.Backends.Health
+	h := s.rt().backends.Health
 	if ok {
 		b.fails.Store(0)
 		if n := b.oks.Add(1); n >= int64(h.UpAfter) && b.probeDown.Load() {
@@ -87,7 +87,7 @@ func (s *Server) recordProbe(b *backendServer, ok bool, code int, retry time.Dur
 	}
 	b.oks.Store(0)
 	if code == 503 && retry > 0 {
-		s.pool.markDown(b, retry)
+		s.rt().pool.markDown(b, retry)
 	}
 	if n := b.fails.Add(1); n >= int64(h.DownAfter) && !b.probeDown.Load() {
 		b.probeDown.Store(true)

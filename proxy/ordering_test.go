@@ -73,8 +73,8 @@ func callExpectingRingingThenOK(c *sipClient) error {
 		return fmt.Errorf("responses arrived as %v, want [100 180 200]", codes)
 	}
 	c.send(c.inDialog(d, "ACK") + c.inDialog(d, "BYE")) // one write: back to back
-	r := c.response(10 * time.Second)
-	if r.StatusCode != 200 || r.CSeq().MethodName != "BYE" {
+	r := c.responseTo("BYE", 10*time.Second)
+	if r.StatusCode != 200 {
 		return fmt.Errorf("BYE answered %s", r.StartLine())
 	}
 	return nil

@@ -18,7 +18,7 @@ type backendServer struct {
 	addr   string // host:port as configured
 	host   string
 	port   int
-	weight int
+	weight atomic.Int32 // replaced by a reload
 
 	// downUntil is a Unix-nanosecond time before which no new call goes here
 	// (after a transport failure or a 503 with Retry-After).
@@ -92,12 +92,22 @@ type backendPool struct {
 	m       *metrics.Metrics
 }
 
-func newBackendPool(cfg BackendsConfig, m *metrics.Metrics) *backendPool {
+// newBackendPool builds the pool of cfg, reusing prev's server of the same
+// address (health, connection, call counts) so that a reload loses nothing.
+func newBackendPool(cfg BackendsConfig, m *metrics.Metrics, prev *backendPool) *backendPool {
 	p := &backendPool{cfg: cfg, m: m}
 	for _, s := range cfg.Servers {
+		if prev != nil {
+			if b := prev.byAddr(s.Address); b != nil {
+				b.weight.Store(int32(s.Weight))
+				p.servers = append(p.servers, b)
+				continue
+			}
+		}
 		host, portStr, _ := net.SplitHostPort(s.Address)
 		port, _ := strconv.Atoi(portStr)
-		b := &backendServer{addr: s.Address, host: strings.ToLower(host), port: port, weight: s.Weight}
+		b := &backendServer{addr: s.Address, host: strings.ToLower(host), port: port}
+		b.weight.Store(int32(s.Weight))
 		if ip, err := netip.ParseAddr(host); err == nil {
 			ap := netip.AddrPortFrom(ip.Unmap(), uint16(port))
 			b.resolved.Store(&ap)
@@ -132,7 +142,7 @@ func (b *backendServer) up(now time.Time) bool {
 
 // eligible reports whether b may take a new call now.
 func (b *backendServer) eligible(now time.Time, tried []*backendServer) bool {
-	return b.weight > 0 && AdminState(b.admin.Load()) == AdminEnabled && b.up(now) && !contains(tried, b)
+	return b.weight.Load() > 0 && AdminState(b.admin.Load()) == AdminEnabled && b.up(now) && !contains(tried, b)
 }
 
 // pick chooses a server for a new call by the configured balance, among
@@ -177,8 +187,9 @@ func (p *backendPool) pickWeighted(now time.Time, tried []*backendServer) *backe
 		if !b.eligible(now, tried) {
 			continue
 		}
-		b.current += b.weight
-		total += b.weight
+		w := int(b.weight.Load())
+		b.current += w
+		total += w
 		if best == nil || b.current > best.current {
 			best = b
 		}

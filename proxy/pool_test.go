@@ -33,7 +33,7 @@ func holdCall(t *testing.T, c *sipClient) *dialog {
 func hangUp(t *testing.T, c *sipClient, d *dialog) {
 	t.Helper()
 	c.send(c.inDialog(d, "BYE"))
-	if r := c.response(10 * time.Second); r.StatusCode != 200 {
+	if r := c.responseTo("BYE", 10*time.Second); r.StatusCode != 200 {
 		t.Fatalf("BYE answered %s", r.StartLine())
 	}
 }

@@ -163,7 +163,7 @@ func TestPlainTCPOnSIPSecuredPlanGets403TLSRequired(t *testing.T) {
 	cfg.StartupMode = "dual"
 	cfg.Gateways[0].Address = "127.0.0.1" // identified by source address on TCP
 	p := startProxy(t, pki, cfg, plans)
-	nc, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", p.s.tcpPort))
+	nc, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", p.s.tcpPort.Load()))
 	if err != nil {
 		t.Fatal(err)
 	}

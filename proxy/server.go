@@ -50,9 +50,8 @@ type Server struct {
 	log    *zap.Logger
 	parser *sip.Parser
 
-	gatewaysByName map[string]*Gateway
-	gatewaysByAddr map[string]*Gateway // lowercased address
-	gatewaysByIP   map[netip.Addr]*Gateway
+	routing atomic.Pointer[routing]
+	applyMu sync.Mutex // serialises Apply
 
 	// branchPrefix makes our Via branches unique to this process, so that a
 	// response is recognised as ours by its branch alone.
@@ -66,14 +65,16 @@ type Server struct {
 	draining atomic.Bool
 
 	udp     *net.UDPConn // backend-side (and optional gateway-side) UDP socket
-	tlsPort int          // our TLS port, written in gateway-facing Record-Route
-	tcpPort int
+	tlsPort atomic.Int32 // our TLS port, written in gateway-facing Record-Route
+	tcpPort atomic.Int32
 
 	connMu    sync.Mutex
 	conns     map[uint64]*streamConn
 	connCount atomic.Int64
 
-	pool    *backendPool
+	listenMu  sync.Mutex
+	listeners map[string]*boundListener // by transport: "TLS", "TCP"
+
 	txs     txTable
 	dialogs dialogTable
 }
@@ -89,28 +90,17 @@ func New(cfg Config, plans dialplan.Plans, certs Certificates, m *metrics.Metric
 		return nil, fmt.Errorf("random branch prefix: %w", err)
 	}
 	s := &Server{
-		cfg:            cfg,
-		plans:          plans,
-		certs:          certs,
-		m:              m,
-		log:            log,
-		parser:         sip.NewParser(),
-		gatewaysByName: map[string]*Gateway{},
-		gatewaysByAddr: map[string]*Gateway{},
-		gatewaysByIP:   map[netip.Addr]*Gateway{},
-		branchPrefix:   "z9hG4bKumr" + hex.EncodeToString(rnd[:]) + ".",
-		conns:          map[uint64]*streamConn{},
+		cfg:          cfg,
+		certs:        certs,
+		m:            m,
+		log:          log,
+		parser:       sip.NewParser(),
+		branchPrefix: "z9hG4bKumr" + hex.EncodeToString(rnd[:]) + ".",
+		conns:        map[uint64]*streamConn{},
+		listeners:    map[string]*boundListener{},
 	}
 	s.parser.MaxMessageLength = cfg.Limits.MaxMessageBytes
-	for i := range s.cfg.Gateways {
-		g := &s.cfg.Gateways[i]
-		s.gatewaysByName[g.Name] = g
-		s.gatewaysByAddr[strings.ToLower(g.Address)] = g
-		if ip, err := netip.ParseAddr(g.Address); err == nil {
-			s.gatewaysByIP[ip.Unmap()] = g
-		}
-	}
-	s.pool = newBackendPool(s.cfg.Backends, m)
+	s.routing.Store(s.buildRouting(nil, cfg, plans, nil))
 	s.txs.init()
 	s.dialogs.init()
 	return s, nil
@@ -124,36 +114,13 @@ func (s *Server) Run(ctx context.Context, ready chan<- struct{}) error {
 	runCtx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s.ctx = runCtx
-	s.resolveGateways(ctx)
-
-	var listeners []net.Listener
-	closeAll := func() {
-		for _, l := range listeners {
-			_ = l.Close()
-		}
+	first := s.rt()
+	if first.startupMode != "tls" || s.cfg.Listen.UDP != "" {
+		s.resolveGateways(ctx, first)
 	}
-	mode := s.cfg.StartupMode
-	if mode == "tls" || mode == "dual" {
-		l, err := net.Listen("tcp", s.cfg.Listen.TLS)
-		if err != nil {
-			closeAll()
-			return fmt.Errorf("listen tls %s: %w", s.cfg.Listen.TLS, err)
-		}
-		s.tlsPort = l.Addr().(*net.TCPAddr).Port
-		listeners = append(listeners, l)
-		s.wg.Add(1)
-		go s.acceptLoop(l, "TLS")
-	}
-	if mode == "tcp" || mode == "dual" {
-		l, err := net.Listen("tcp", s.cfg.Listen.TCP)
-		if err != nil {
-			closeAll()
-			return fmt.Errorf("listen tcp %s: %w", s.cfg.Listen.TCP, err)
-		}
-		s.tcpPort = l.Addr().(*net.TCPAddr).Port
-		listeners = append(listeners, l)
-		s.wg.Add(1)
-		go s.acceptLoop(l, "TCP")
+	closeAll := func() { s.closeListeners() }
+	if err := s.setListeners(first); err != nil {
+		return err
 	}
 	udpAddr := s.cfg.Listen.UDP
 	if udpAddr == "" {
@@ -173,17 +140,17 @@ func (s *Server) Run(ctx context.Context, ready chan<- struct{}) error {
 	go s.udpLoop()
 	s.wg.Add(1)
 	go s.txs.sweep(runCtx, &s.wg, s.expireTx)
-	if len(s.pool.servers) > 0 {
+	if len(s.rt().pool.servers) > 0 {
 		s.wg.Add(1)
 		go s.probeBackends()
 	}
 
 	s.ready.Store(true)
 	s.log.Info("umrouter serving",
-		zap.String("node", s.cfg.NodeName), zap.String("startup_mode", mode),
+		zap.String("node", s.cfg.NodeName), zap.String("startup_mode", first.startupMode),
 		zap.String("tls", s.cfg.Listen.TLS), zap.String("tcp", s.cfg.Listen.TCP),
 		zap.String("udp", s.udp.LocalAddr().String()),
-		zap.Int("gateways", len(s.cfg.Gateways)), zap.Int("backends", len(s.cfg.Backends.Servers)))
+		zap.Int("gateways", len(s.rt().gateways)), zap.Int("backends", len(s.rt().backends.Servers)))
 	if s.certs.SelfSigned() {
 		s.log.Warn("serving with a self-signed certificate: Lync peers are refused, and gateways must trust it explicitly (umrouter cert export)")
 	}
@@ -235,35 +202,10 @@ func (s *Server) ReadyError() error {
 		return errors.New("listeners not up")
 	case s.draining.Load():
 		return errors.New("draining")
-	case !s.pool.anyUp():
+	case !s.rt().pool.anyUp():
 		return errors.New("no backend server is up")
 	}
 	return nil
-}
-
-// resolveGateways maps gateway FQDNs to addresses, for peers identified by
-// source address (plain TCP and UDP). A name that does not resolve is logged
-// and skipped: its gateway can still connect over TLS.
-func (s *Server) resolveGateways(ctx context.Context) {
-	if s.cfg.StartupMode == "tls" && s.cfg.Listen.UDP == "" {
-		return
-	}
-	for i := range s.cfg.Gateways {
-		g := &s.cfg.Gateways[i]
-		if _, err := netip.ParseAddr(g.Address); err == nil {
-			continue
-		}
-		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		ips, err := net.DefaultResolver.LookupNetIP(rctx, "ip", g.Address)
-		cancel()
-		if err != nil {
-			s.log.Warn("gateway address does not resolve; it can only connect over TLS", zap.String("gateway", g.Name), zap.Error(err))
-			continue
-		}
-		for _, ip := range ips {
-			s.gatewaysByIP[ip.Unmap()] = g
-		}
-	}
 }
 
 // acceptLoop accepts connections until the listener is closed. A transient
@@ -317,23 +259,34 @@ func (s *Server) serveConn(nc net.Conn, tp string) {
 			return
 		}
 		c.conn = tc
-		st := tc.ConnectionState()
-		c.peer = s.identifyTLS(st.PeerCertificates)
+		c.peerGen = s.rt().gen
+		p := s.identify(c)
+		c.who.Store(&p)
 		result := "ok"
-		if c.peer.refusal != "" {
+		if p.refusal != "" {
 			result = "unauthorized"
 		}
 		s.m.Handshakes.WithLabelValues("ok", result).Inc()
 	} else {
-		c.peer = s.identifyByAddr(c.remote)
+		c.peerGen = s.rt().gen
+		p := s.identify(c)
+		c.who.Store(&p)
 	}
-	if c.peer.refusal != "" {
-		s.log.Warn("peer refused: every request will get 403", append(connFields(c), zap.String("reason", c.peer.refusal), zap.Strings("names", c.peer.names))...)
+	if p := c.identity(); p.refusal != "" {
+		s.log.Warn("peer refused: every request will get 403", append(connFields(c), zap.String("reason", p.refusal), zap.Strings("names", p.names))...)
 	} else {
 		s.log.Info("peer connected", connFields(c)...)
 	}
 	s.addConn(c)
 	s.readLoop(c)
+}
+
+// identify decides who is at the other end of an accepted connection.
+func (s *Server) identify(c *streamConn) peer {
+	if st := c.tlsState(); st != nil {
+		return s.identifyTLS(st.PeerCertificates)
+	}
+	return s.identifyByAddr(c.remote)
 }
 
 // identifyTLS applies RFC 5922 to the verified peer certificate and maps the
@@ -344,7 +297,7 @@ func (s *Server) identifyTLS(chain []*x509.Certificate) peer {
 	}
 	names := tlsmgr.PeerIdentities(chain[0])
 	for _, n := range names {
-		if g, ok := s.gatewaysByAddr[n]; ok {
+		if g, ok := s.rt().byAddr[n]; ok {
 			if g.Kind == "lync" {
 				if tlsmgr.IsSelfSigned(chain[0]) {
 					return peer{gateway: g, names: names, refusal: "lync_peer_self_signed"}
@@ -357,7 +310,7 @@ func (s *Server) identifyTLS(chain []*x509.Certificate) peer {
 		}
 	}
 	for _, n := range names {
-		if addr, ok := s.pool.byHost(n); ok {
+		if addr, ok := s.rt().pool.byHost(n); ok {
 			return peer{side: sideBackend, backend: addr, names: names}
 		}
 	}
@@ -370,13 +323,13 @@ func (s *Server) identifyTLS(chain []*x509.Certificate) peer {
 // that IP.
 func (s *Server) identifyByAddr(ap netip.AddrPort) peer {
 	ip := ap.Addr().Unmap()
-	if b := s.pool.byTarget(ip.String(), int(ap.Port())); b != nil {
+	if b := s.rt().pool.byTarget(ip.String(), int(ap.Port())); b != nil {
 		return peer{side: sideBackend, backend: b.addr, names: []string{ip.String()}}
 	}
-	if g, ok := s.gatewaysByIP[ip]; ok {
+	if g, ok := s.rt().byIP[ip]; ok {
 		return peer{side: sideGateway, gateway: g, names: []string{ip.String()}}
 	}
-	if addr, ok := s.pool.byIP(ip); ok {
+	if addr, ok := s.rt().pool.byIP(ip); ok {
 		return peer{side: sideBackend, backend: addr, names: []string{ip.String()}}
 	}
 	return peer{names: []string{ip.String()}, refusal: "not_a_gateway"}
@@ -387,7 +340,8 @@ func (s *Server) addConn(c *streamConn) {
 	s.conns[c.id] = c
 	s.connMu.Unlock()
 	s.connCount.Add(1)
-	s.m.Connections.WithLabelValues(lower(c.tp), c.peer.side.String()).Inc()
+	c.metricSide = c.identity().side
+	s.m.Connections.WithLabelValues(lower(c.tp), c.metricSide.String()).Inc()
 }
 
 func (s *Server) dropConn(c *streamConn) {
@@ -398,9 +352,9 @@ func (s *Server) dropConn(c *streamConn) {
 	s.connMu.Unlock()
 	if ok {
 		s.connCount.Add(-1)
-		s.m.Connections.WithLabelValues(lower(c.tp), c.peer.side.String()).Dec()
+		s.m.Connections.WithLabelValues(lower(c.tp), c.metricSide.String()).Dec()
 	}
-	s.pool.forget(c)
+	s.rt().pool.forget(c)
 }
 
 // connByID returns a live stream connection.
@@ -419,7 +373,7 @@ func (s *Server) connByID(id uint64) *streamConn {
 func (s *Server) gatewayConn(g *Gateway) (flow, error) {
 	s.connMu.Lock()
 	for _, c := range s.conns {
-		if c.peer.gateway == g && c.peer.refusal == "" && !c.closed.Load() {
+		if p := c.identity(); p.gateway != nil && p.gateway.Name == g.Name && p.refusal == "" && !c.closed.Load() {
 			s.connMu.Unlock()
 			return c, nil
 		}
@@ -431,7 +385,7 @@ func (s *Server) gatewayConn(g *Gateway) (flow, error) {
 
 // dial opens a stream connection and starts its read loop.
 func (s *Server) dial(tp, addr, serverName string, p peer) (*streamConn, error) {
-	d := net.Dialer{Timeout: s.cfg.Backends.Health.Timeout}
+	d := net.Dialer{Timeout: s.rt().backends.Health.Timeout}
 	nc, err := d.DialContext(s.ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s %s: %w", tp, addr, err)
@@ -447,7 +401,8 @@ func (s *Server) dial(tp, addr, serverName string, p peer) (*streamConn, error) 
 		}
 		nc = tc
 	}
-	c := &streamConn{id: s.connSeq.Add(1), conn: nc, tp: tp, remote: addrPortOf(nc.RemoteAddr()), peer: p}
+	c := &streamConn{id: s.connSeq.Add(1), conn: nc, tp: tp, remote: addrPortOf(nc.RemoteAddr()), dialed: true}
+	c.who.Store(&p)
 	s.addConn(c)
 	s.wg.Add(1)
 	go func() {
@@ -481,12 +436,13 @@ func (s *Server) udpLoop() {
 func lower(s string) string { return strings.ToLower(s) }
 
 func connFields(c *streamConn) []zap.Field {
-	f := []zap.Field{zap.Uint64("conn", c.id), zap.String("transport", lower(c.tp)), zap.String("remote", c.remote.String()), zap.String("side", c.peer.side.String())}
-	if c.peer.gateway != nil {
-		f = append(f, zap.String("gateway", c.peer.gateway.Name))
+	p := c.identity()
+	f := []zap.Field{zap.Uint64("conn", c.id), zap.String("transport", lower(c.tp)), zap.String("remote", c.remote.String()), zap.String("side", p.side.String())}
+	if p.gateway != nil {
+		f = append(f, zap.String("gateway", p.gateway.Name))
 	}
-	if c.peer.backend != "" {
-		f = append(f, zap.String("backend", c.peer.backend))
+	if p.backend != "" {
+		f = append(f, zap.String("backend", p.backend))
 	}
 	return f
 }

@@ -40,13 +40,13 @@ func (s *Server) Status() Status {
 		Transactions: s.txs.len(),
 		CallsActive:  s.dialogs.len(),
 	}
-	for _, g := range s.cfg.Gateways {
+	for _, g := range s.rt().gateways {
 		st.Gateways = append(st.Gateways, g.Name)
 	}
 	now := time.Now()
-	for _, b := range s.pool.servers {
+	for _, b := range s.rt().pool.servers {
 		st.Backends = append(st.Backends, BackendStatus{
-			Address: b.addr, Weight: b.weight, Admin: AdminState(b.admin.Load()).String(),
+			Address: b.addr, Weight: int(b.weight.Load()), Admin: AdminState(b.admin.Load()).String(),
 			Up: b.up(now), ActiveCalls: b.active.Load(),
 		})
 	}
@@ -56,7 +56,7 @@ func (s *Server) Status() Status {
 // SetBackendState sets the administrative state of the backend server
 // configured as addr. It takes effect for the next new call.
 func (s *Server) SetBackendState(addr string, state AdminState) error {
-	b := s.pool.byAddr(addr)
+	b := s.rt().pool.byAddr(addr)
 	if b == nil {
 		return fmt.Errorf("no backend server %q", addr)
 	}
