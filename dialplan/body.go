@@ -46,8 +46,10 @@ func splitContentType(ct string) (mediaType, params string) {
 }
 
 // boundaryParam returns the boundary parameter of Content-Type parameters,
-// unquoted.
+// unquoted. Two boundary parameters are refused: parsers differ on which
+// one wins.
 func boundaryParam(params string) (string, bool) {
+	boundary, found := "", false
 	for params != "" {
 		var p string
 		p, params, _ = strings.Cut(params, ";")
@@ -55,13 +57,16 @@ func boundaryParam(params string) (string, bool) {
 		if !ok || !strings.EqualFold(strings.TrimSpace(name), "boundary") {
 			continue
 		}
+		if found {
+			return "", false
+		}
 		value = strings.TrimSpace(value)
 		if len(value) >= 2 && value[0] == '"' && value[len(value)-1] == '"' {
 			value = value[1 : len(value)-1]
 		}
-		return value, value != "" && len(value) <= 70
+		boundary, found = value, true
 	}
-	return "", false
+	return boundary, found && boundary != "" && len(boundary) <= 70
 }
 
 // checkMultipart checks every part of a multipart body; a part is checked
@@ -93,7 +98,10 @@ func checkMultipart(params string, body []byte, depth int) (bool, string, error)
 		}
 		part := rest[:end]
 		rest = rest[next:]
-		ct, partBody := partContentType(part)
+		ct, partBody, ok := partContentType(part)
+		if !ok {
+			return false, "", &BodyError{Msg: "body part with two Content-Type headers"}
+		}
 		if ct == "" {
 			continue // text/plain by default: not media
 		}
@@ -104,44 +112,67 @@ func checkMultipart(params string, body []byte, depth int) (bool, string, error)
 	}
 }
 
-// delimiterAt finds the first line of b that starts with delim. end is where
-// the content before it ends (the line break before a delimiter belongs to
-// the delimiter, RFC 2046), next is just past delim; both are -1 when there
-// is no such line.
+// delimiterAt finds the first delimiter line of b: delim at the start of a
+// line, then "--" (the close delimiter) or only spaces and tabs up to the
+// line end (RFC 2046 section 5.1.1). A line such as "--boundaryX" is content:
+// taking it for a delimiter would cut a part short of what other parsers
+// read. end is where the content before the delimiter ends (the line break
+// before it belongs to it), next is just past delim; both are -1 when there
+// is no delimiter line.
 func delimiterAt(b, delim []byte) (end, next int) {
-	if bytes.HasPrefix(b, delim) {
-		return 0, len(delim)
-	}
 	for off := 0; ; {
 		i := bytes.Index(b[off:], delim)
 		if i < 0 {
 			return -1, -1
 		}
 		i += off
-		if b[i-1] == '\n' {
-			end = i - 1
+		off = i + 1
+		if i > 0 && b[i-1] != '\n' || !delimiterLineEnd(b[i+len(delim):]) {
+			continue
+		}
+		end = i
+		if end > 0 {
+			end--
 			if end > 0 && b[end-1] == '\r' {
 				end--
 			}
-			return end, i + len(delim)
 		}
-		off = i + 1
+		return end, i + len(delim)
 	}
 }
 
+// delimiterLineEnd reports whether what follows a boundary makes its line a
+// delimiter: "--", or transport padding then a line end (or the body's end).
+func delimiterLineEnd(b []byte) bool {
+	if bytes.HasPrefix(b, []byte("--")) {
+		return true
+	}
+	for _, c := range b {
+		switch c {
+		case ' ', '\t':
+		case '\r', '\n':
+			return true
+		default:
+			return false
+		}
+	}
+	return true
+}
+
 // partContentType returns the Content-Type of a body part ("" when it has
-// none) and the part's body.
-func partContentType(part []byte) (string, []byte) {
-	ct := ""
+// none) and the part's body; ok is false when the part has two Content-Type
+// headers (parsers differ on which one wins).
+func partContentType(part []byte) (ct string, body []byte, ok bool) {
+	seen := false
 	for {
 		i := bytes.IndexByte(part, '\n')
 		if i < 0 {
-			return ct, nil // headers without a body
+			return ct, nil, true // headers without a body
 		}
 		line := bytes.TrimRight(part[:i], "\r")
 		part = part[i+1:]
 		if len(line) == 0 {
-			return ct, part
+			return ct, part, true
 		}
 		name, value, ok := bytes.Cut(line, []byte(":"))
 		if !ok {
@@ -149,7 +180,10 @@ func partContentType(part []byte) (string, []byte) {
 		}
 		name = bytes.TrimSpace(name)
 		if bytes.EqualFold(name, []byte("Content-Type")) || bytes.EqualFold(name, []byte("c")) {
-			ct = string(bytes.TrimSpace(value))
+			if seen {
+				return "", nil, false
+			}
+			ct, seen = string(bytes.TrimSpace(value)), true
 		}
 	}
 }
