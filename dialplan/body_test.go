@@ -147,6 +147,9 @@ func FuzzCheckMedia(f *testing.F) {
 			t.Fatalf("media refusal with %+v", d)
 		}
 		assertQuotable(t, d.Warning)
+		if len(d.Warning) >= 150 {
+			t.Fatalf("warning of %d bytes: %q", len(d.Warning), d.Warning)
+		}
 		wantAllowed(t, sipSecuredPlan.CheckMedia(contentType, body))
 	})
 }

@@ -26,9 +26,10 @@ func Reasons() []string {
 //
 // A refusal carries the SIP status Code to answer with, a Warning text for
 // `Warning: 399 <advertise> "<Warning>"` and a Reason for logs and metrics.
-// Warning is printable US-ASCII without '"' or '\', so it can be put between
-// quotes as it is, even when it quotes a token of the offending SDP. An
-// allowed Decision has Code 0 and empty texts.
+// Warning is printable US-ASCII without '"' or '\', shorter than 150 bytes,
+// so it can be put between quotes as it is, even when it quotes tokens of
+// the offending SDP (each cut to 40 bytes). An allowed Decision has Code 0
+// and empty texts.
 type Decision struct {
 	Allow   bool
 	Code    int
