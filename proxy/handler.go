@@ -140,14 +140,8 @@ func (s *Server) handleRequest(f flow, p *peer, req *sip.Request) {
 		s.refuse(f, p, req, 400, "cseq_method", "CSeq method does not match the request")
 		return
 	}
-	gwName, planName := "", ""
-	if p.gateway != nil {
-		gwName = p.gateway.Name
-		planName = p.gateway.DialPlan
-	}
-	s.m.Requests.WithLabelValues(string(req.Method), gwName, planName).Inc()
-
 	if p.refusal != "" {
+		s.countRequest(req, p, "")
 		if req.Method != sip.ACK {
 			s.refuse(f, p, req, 403, p.refusal, refusalText(p.refusal))
 		}
@@ -157,10 +151,12 @@ func (s *Server) handleRequest(f flow, p *peer, req *sip.Request) {
 	switch req.Method {
 	case sip.ACK:
 		if tx := s.txs.byServerKey(serverKey(req.Via(), sip.INVITE)); tx != nil {
+			s.countRequest(req, p, tx.plan)
 			s.absorbAck(tx) // ACK of a non-2xx final: hop by hop, ends here
 			return
 		}
 	case sip.CANCEL:
+		s.countRequest(req, p, "")
 		s.handleCancel(f, p, req)
 		return
 	default:
@@ -171,11 +167,13 @@ func (s *Server) handleRequest(f flow, p *peer, req *sip.Request) {
 	}
 
 	if s.looped(req) {
+		s.countRequest(req, p, "")
 		s.refuse(f, p, req, 482, "loop", "loop detected")
 		return
 	}
 	if mf := req.MaxForwards(); mf != nil {
 		if mf.Val() == 0 {
+			s.countRequest(req, p, "")
 			if req.Method != sip.ACK {
 				s.refuse(f, p, req, 483, "too_many_hops", "")
 			}
@@ -200,21 +198,20 @@ func (s *Server) handleRequest(f flow, p *peer, req *sip.Request) {
 		toward = popped.toward
 	}
 
-	if p.side == sideGateway && !inDialog && !popped.found && req.Route() == nil {
-		if req.Method == sip.OPTIONS && req.Recipient.User == "" {
+	initial := !inDialog && !popped.found && req.Route() == nil
+	planName := popped.plan
+	if p.side == sideGateway {
+		if initial && req.Method == sip.OPTIONS && req.Recipient.User == "" {
+			s.countRequest(req, p, "")
 			s.answerOptions(f, req)
 			return
 		}
-		if s.draining.Load() {
-			s.refuse(f, p, req, 503, "draining", "node is draining", retryAfter(5))
-			return
-		}
-		plan, ok := s.rt().plans.Lookup(p.gateway.DialPlan)
-		if ok && plan.Security != dialplan.Unsecured && f.viaTransport() != "TLS" {
-			s.refuse(f, p, req, 403, "tls_required", "TLS required")
+		var ok bool
+		if planName, ok = s.gatewayPolicy(f, p, req, initial, popped.plan); !ok {
 			return
 		}
 	}
+	s.countRequest(req, p, planName)
 
 	if req.Method == sip.ACK {
 		s.forwardStateless(f, p, req, toward, popped)
@@ -224,7 +221,7 @@ func (s *Server) handleRequest(f flow, p *peer, req *sip.Request) {
 		s.redirect(f, p, req)
 		return
 	}
-	tx := s.newTransaction(f, p, req, toward)
+	tx := s.newTransaction(f, p, req, planName)
 	if req.Method == sip.INVITE {
 		trying := sip.NewResponseFromRequest(req, 100, "Trying", nil)
 		_ = f.send([]byte(trying.String()))
@@ -260,6 +257,68 @@ func (s *Server) redirect(f flow, p *peer, req *sip.Request) {
 		zap.String("backend", b.addr))
 }
 
+// countRequest counts a request from a peer under its resolved dial plan.
+func (s *Server) countRequest(req *sip.Request, p *peer, plan string) {
+	s.m.Requests.WithLabelValues(string(req.Method), gatewayName(p.gateway), plan).Inc()
+}
+
+// gatewayPolicy applies the dial plan to a request from a gateway: the plan
+// of the call (a hunt group of the gateway matching the dialed number, else
+// the gateway's dial_plan; for in-dialog requests the plan our Record-Route
+// recorded), then the plan's transport, URI and media rules. It answers the
+// refusals itself and reports whether the request may pass.
+func (s *Server) gatewayPolicy(f flow, p *peer, req *sip.Request, initial bool, dialogPlan string) (string, bool) {
+	rt := s.rt()
+	var plan dialplan.Plan
+	var d dialplan.Decision
+	if dialogPlan != "" {
+		var found bool
+		if plan, found = rt.plans.Lookup(dialogPlan); !found {
+			// The plan was removed by a reload: the gateway's own plan applies.
+			plan, d = dialplan.Resolve(rt.plans, p.gateway.DialPlan, nil, "")
+		} else {
+			d = dialplan.Decision{Allow: true}
+		}
+	} else {
+		plan, d = dialplan.Resolve(rt.plans, p.gateway.DialPlan, huntGroups(p.gateway), req.Recipient.User)
+	}
+	if d.Allow {
+		ct := ""
+		if h := req.ContentType(); h != nil {
+			ct = h.Value()
+		}
+		d = plan.Check(dialplan.Request{
+			Method: string(req.Method), Transport: dialplan.Transport(lower(f.viaTransport())),
+			User: req.Recipient.User, Host: req.Recipient.Host, ContentType: ct, Body: req.Body(),
+			InDialog: !initial,
+		})
+	}
+	if !d.Allow {
+		s.countRequest(req, p, plan.Name)
+		if req.Method != sip.ACK {
+			s.refuse(f, p, req, d.Code, d.Reason, d.Warning)
+		}
+		return plan.Name, false
+	}
+	if initial && s.draining.Load() {
+		s.countRequest(req, p, plan.Name)
+		s.refuse(f, p, req, 503, "draining", "node is draining", retryAfter(5))
+		return plan.Name, false
+	}
+	return plan.Name, true
+}
+
+func huntGroups(g *Gateway) []dialplan.HuntGroup {
+	if len(g.HuntGroups) == 0 {
+		return nil
+	}
+	hg := make([]dialplan.HuntGroup, len(g.HuntGroups))
+	for i, h := range g.HuntGroups {
+		hg[i] = dialplan.HuntGroup(h)
+	}
+	return hg
+}
+
 func refusalText(reason string) string {
 	switch reason {
 	case "not_a_gateway":
@@ -292,6 +351,7 @@ func (s *Server) looped(req *sip.Request) bool {
 // poppedRoute is what our own Route entries told us.
 type poppedRoute struct {
 	found   bool
+	plan    string // the dial plan the call was admitted under
 	toward  side
 	flowID  uint64
 	gateway string
@@ -312,6 +372,9 @@ func (s *Server) popOwnRoutes(req *sip.Request) poppedRoute {
 		}
 		pr.found = true
 		pr.toward = sideBackend
+		if v, ok := r.Address.UriParams.Get("dp"); ok {
+			pr.plan = v
+		}
 		if side == "g" {
 			pr.toward = sideGateway
 			pr.gateway, _ = r.Address.UriParams.Get("gw")
@@ -339,7 +402,7 @@ func (s *Server) newBranch() string {
 	return s.branchPrefix + strconv.FormatUint(s.branchSeq.Add(1), 36)
 }
 
-func (s *Server) newTransaction(f flow, p *peer, req *sip.Request, toward side) *transaction {
+func (s *Server) newTransaction(f flow, p *peer, req *sip.Request, plan string) *transaction {
 	tx := &transaction{
 		serverKey: serverKey(req.Via(), req.Method),
 		method:    req.Method,
@@ -348,10 +411,8 @@ func (s *Server) newTransaction(f flow, p *peer, req *sip.Request, toward side) 
 		inSide:    p.side,
 		req:       req,
 		gateway:   p.gateway,
+		plan:      plan,
 		started:   time.Now(),
-	}
-	if p.gateway != nil {
-		tx.plan = p.gateway.DialPlan
 	}
 	return tx
 }
@@ -386,8 +447,11 @@ func (s *Server) portFor(tp string) int {
 	return 5061
 }
 
-// recordRoute builds our Record-Route entry facing side sd over flow f.
-func (s *Server) recordRoute(sd side, tp string, f flow, g *Gateway) *sip.RecordRouteHeader {
+// recordRoute builds our Record-Route entry facing side sd over flow f. The
+// entry facing the gateway names it, its connection and the call's dial
+// plan, so that in-dialog requests find their way and their policy back
+// with no dialog state in umrouter.
+func (s *Server) recordRoute(sd side, tp string, f flow, g *Gateway, plan string) *sip.RecordRouteHeader {
 	u := sip.Uri{Scheme: "sip", User: s.cfg.NodeName, Host: s.cfg.Advertise, Port: s.portFor(tp), UriParams: sip.NewParams()}
 	u.UriParams.Add("transport", lower(tp))
 	u.UriParams.Add("lr", "")
@@ -398,6 +462,9 @@ func (s *Server) recordRoute(sd side, tp string, f flow, g *Gateway) *sip.Record
 		}
 		if id := f.flowID(); id != 0 {
 			u.UriParams.Add("fl", strconv.FormatUint(id, 10))
+		}
+		if plan != "" {
+			u.UriParams.Add("dp", plan)
 		}
 	} else {
 		u.UriParams.Add(ourRouteParam, "b")
@@ -490,8 +557,8 @@ func (s *Server) sendTx(tx *transaction, out flow, b *backendServer) error {
 	fwd.PrependHeader(s.ourVia(out.viaTransport(), tx.branch, tx.in))
 	if tx.method == sip.INVITE && !tx.req.To().Params.Has("tag") {
 		// Double Record-Route (RFC 5658): the entry facing the next hop on top.
-		fwd.PrependHeader(s.recordRoute(oppositeSide(tx.inSide), out.viaTransport(), out, nil),
-			s.recordRoute(tx.inSide, tx.in.viaTransport(), tx.in, tx.gateway))
+		fwd.PrependHeader(s.recordRoute(oppositeSide(tx.inSide), out.viaTransport(), out, tx.gateway, tx.plan),
+			s.recordRoute(tx.inSide, tx.in.viaTransport(), tx.in, tx.gateway, tx.plan))
 	}
 	tx.fwd = fwd
 	tx.bytes = []byte(fwd.String())
@@ -776,6 +843,12 @@ func (s *Server) handleResponse(f flow, p *peer, res *sip.Response) {
 	if tx.method == sip.INVITE && code >= 300 {
 		s.sendAck(tx, res)
 	}
+	if tx.method == sip.INVITE && code < 300 && tx.inSide == sideGateway {
+		if d := s.checkAnswer(tx, res); !d.Allow {
+			s.refuseAnswer(tx, res, d)
+			return
+		}
+	}
 	if s.shouldFailover(tx, res) {
 		s.rt().pool.markDown(tx.backend, retryAfterOf(res, s.rt().backends.Health.Interval))
 		s.log.Warn("backend refused the call, trying the next one", zap.String("backend", tx.backend.addr), zap.Int("code", code), zap.String("call_id", tx.callID))
@@ -784,6 +857,54 @@ func (s *Server) handleResponse(f flow, p *peer, res *sip.Response) {
 	}
 	res.RemoveHeader("Via")
 	s.relayFinal(tx, []byte(res.String()), code, res)
+}
+
+// checkAnswer applies the call's dial plan to the SDP of a 2xx to an INVITE
+// from a gateway: on a secured plan the answer (or, for a late offer, the
+// offer) must keep every stream on SRTP.
+func (s *Server) checkAnswer(tx *transaction, res *sip.Response) dialplan.Decision {
+	plan, ok := s.rt().plans.Lookup(tx.plan)
+	if !ok || len(res.Body()) == 0 {
+		return dialplan.Decision{Allow: true}
+	}
+	ct := ""
+	if h := res.ContentType(); h != nil {
+		ct = h.Value()
+	}
+	return plan.CheckMedia(ct, res.Body())
+}
+
+// refuseAnswer ends a call whose 2xx the plan refuses: the backend's dialog
+// is acknowledged and hung up, and the gateway, which never saw the 2xx,
+// gets the refusal as the INVITE's final response. Call with tx.mu held.
+func (s *Server) refuseAnswer(tx *transaction, res *sip.Response, d dialplan.Decision) {
+	ack := s.inDialogToNextHop(tx, res, sip.ACK, tx.fwd.CSeq().SeqNo)
+	bye := s.inDialogToNextHop(tx, res, sip.BYE, tx.fwd.CSeq().SeqNo+1)
+	_ = tx.out.send([]byte(ack.String())) // one message per send: UDP carries one per datagram
+	_ = tx.out.send([]byte(bye.String()))
+	s.uncount(tx)
+	s.log.Warn("backend answer refused by the dial plan; call ended", zap.String("call_id", tx.callID),
+		zap.String("dial_plan", tx.plan), zap.String("reason", d.Reason), zap.String("warning", d.Warning))
+	s.respondLocal(tx, d.Code, d.Reason, d.Warning)
+}
+
+// inDialogToNextHop builds a request of umrouter's own in the dialog that
+// res (a 2xx from the next hop) established: ACK or BYE to its Contact.
+func (s *Server) inDialogToNextHop(tx *transaction, res *sip.Response, method sip.RequestMethod, seq uint32) *sip.Request {
+	target := tx.fwd.Recipient
+	if ct := res.Contact(); ct != nil {
+		target = ct.Address
+	}
+	r := sip.NewRequest(method, target)
+	r.AppendHeader(s.ourVia(tx.out.viaTransport(), s.newBranch(), nil))
+	mf := sip.MaxForwardsHeader(70)
+	r.AppendHeader(&mf)
+	r.AppendHeader(sip.HeaderClone(tx.fwd.From()))
+	r.AppendHeader(sip.HeaderClone(res.To()))
+	r.AppendHeader(sip.HeaderClone(tx.fwd.CallID()))
+	r.AppendHeader(&sip.CSeqHeader{SeqNo: seq, MethodName: method})
+	r.SetBody(nil)
+	return r
 }
 
 // shouldFailover: a new call that the backend refused before ringing, with

@@ -246,11 +246,21 @@ const testSDP = "v=0\r\no=gw 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r
 
 func (c *sipClient) localAddr() string { return c.conn.LocalAddr().String() }
 
-// invite builds an INVITE to the pilot number; it returns the text and the call's identifiers.
+// invite builds an INVITE to the pilot number with a plain RTP offer; it
+// returns the text and the call's identifiers.
 func (c *sipClient) invite(user string, extra ...string) (string, *dialog) {
+	return c.inviteSDP(user, testSDP, extra...)
+}
+
+// inviteSDP builds an INVITE offering sdp (none when empty: a late offer).
+func (c *sipClient) inviteSDP(user, sdp string, extra ...string) (string, *dialog) {
 	n := c.seq.Add(1)
 	d := &dialog{callID: fmt.Sprintf("call-%d-%d@%s", n, time.Now().UnixNano(), c.name), fromTag: fmt.Sprintf("ft%d", n), cseq: 1}
 	hdrs := strings.Join(append([]string{}, extra...), "")
+	ctype := ""
+	if sdp != "" {
+		ctype = "Content-Type: application/sdp\r\n"
+	}
 	msg := fmt.Sprintf("INVITE sip:%s@127.0.0.1 SIP/2.0\r\n"+
 		"Via: SIP/2.0/TLS %s;branch=z9hG4bK-inv-%s\r\n"+
 		"Max-Forwards: 70\r\n"+
@@ -260,9 +270,9 @@ func (c *sipClient) invite(user string, extra ...string) (string, *dialog) {
 		"CSeq: 1 INVITE\r\n"+
 		"Contact: <sip:caller@%s;transport=tls>\r\n"+
 		"%s"+
-		"Content-Type: application/sdp\r\n"+
+		"%s"+
 		"Content-Length: %d\r\n\r\n%s",
-		user, c.localAddr(), d.callID, gwName, d.fromTag, user, d.callID, c.localAddr(), hdrs, len(testSDP), testSDP)
+		user, c.localAddr(), d.callID, gwName, d.fromTag, user, d.callID, c.localAddr(), hdrs, ctype, len(sdp), sdp)
 	return msg, d
 }
 
