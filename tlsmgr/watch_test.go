@@ -539,3 +539,61 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+func TestTwentySwapsUnderSteadyTrafficLoseNothing(t *testing.T) {
+	f := newFixture(t)
+	secret := newK8sSecret(t, filepath.Join(f.dir, "secret"), f.server)
+	f.cfg.CertFile = filepath.Join(secret.dir, "tls.crt")
+	f.cfg.KeyFile = filepath.Join(secret.dir, "tls.key")
+	m := f.open(t)
+	r := watchReloads(t, m)
+	startWatch(t, m)
+	addr := echoServer(t, m.ServerConfig())
+	client := clientOf(f.ca.Issue(t, testpki.LeafOptions{CN: "gw1.example.com"}), f.ca)
+	established, err := dialLive(t, addr, client)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Steady traffic: new connections, one exchange each, until stopped.
+	stop := make(chan struct{})
+	type tally struct{ ok, failed int }
+	result := make(chan tally, 1)
+	go func() {
+		var n tally
+		defer func() { result <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			c, err := tls.DialWithDialer(&net.Dialer{Timeout: waitTimeout}, "tcp", addr, client)
+			if err == nil {
+				lc := &liveConn{Conn: c, r: bufio.NewReader(c)}
+				err = lc.exchange("call")
+				c.Close()
+			}
+			if err != nil {
+				n.failed++
+				t.Errorf("connection during swaps: %v", err)
+				continue
+			}
+			n.ok++
+		}
+	}()
+	for i := range 20 {
+		next := f.ca.Issue(t, serverOptions())
+		secret.swap(t, next)
+		r.success(t)
+		if err := established.exchange("in-dialog request"); err != nil {
+			t.Fatalf("established connection after swap %d: %v", i+1, err)
+		}
+	}
+	close(stop)
+	n := <-result
+	t.Logf("20 swaps: %d connections with an exchange succeeded, %d failed", n.ok, n.failed)
+	if n.ok == 0 {
+		t.Error("no traffic ran during the swaps")
+	}
+}
