@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -87,9 +88,16 @@ type streamConn struct {
 // peer cannot hold a handler forever.
 const writeTimeout = 5 * time.Second
 
+// errTooLargeForDTLS refuses a message that one DTLS record cannot carry
+// to the peer (see maxDTLSMessage).
+var errTooLargeForDTLS = errors.New("message too large for a DTLS record")
+
 func (c *streamConn) send(b []byte) error {
 	if c.closed.Load() {
 		return net.ErrClosed
+	}
+	if c.tp == "DTLS" && len(b) > maxDTLSMessage {
+		return fmt.Errorf("%w: %d bytes, at most %d", errTooLargeForDTLS, len(b), maxDTLSMessage)
 	}
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()

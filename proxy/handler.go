@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -440,6 +441,10 @@ func (s *Server) portFor(tp string) int {
 		if p := s.tcpPort.Load(); p != 0 {
 			return int(p)
 		}
+	case "DTLS":
+		if p := s.dtlsPort.Load(); p != 0 {
+			return int(p)
+		}
 	}
 	if p := s.tlsPort.Load(); p != 0 {
 		return int(p)
@@ -656,6 +661,10 @@ func (s *Server) forwardToGateway(tx *transaction, pr poppedRoute) {
 		}
 	}
 	if err := s.sendTx(tx, out, nil); err != nil {
+		if errors.Is(err, errTooLargeForDTLS) {
+			s.respondLocal(tx, 513, "too_large_for_dtls", "message too large for the gateway's DTLS association")
+			return
+		}
 		s.respondLocal(tx, 503, "gateway_unreachable", "gateway unreachable", retryAfter(5))
 	}
 }
@@ -933,7 +942,9 @@ func (s *Server) relay(tx *transaction, b []byte, code int) {
 		return // our own request: nobody upstream
 	}
 	tx.lastResponse = b
-	_ = tx.in.send(b)
+	if err := tx.in.send(b); errors.Is(err, errTooLargeForDTLS) {
+		s.log.Warn("response not relayed: too large for the DTLS association", zap.String("call_id", tx.callID), zap.Int("code", code), zap.Error(err))
+	}
 	if tx.inSide == sideGateway {
 		s.m.Responses.WithLabelValues(string(tx.method), codeClass(code)).Inc()
 	}
@@ -1102,6 +1113,8 @@ func reasonPhrase(code int) string {
 		return "Not Acceptable Here"
 	case 503:
 		return "Service Unavailable"
+	case 513:
+		return "Message Too Large"
 	}
 	return "Unknown"
 }

@@ -49,6 +49,7 @@ func newTestPKI(t *testing.T) *testPKI {
 // testProxy is a running Server on loopback.
 type testProxy struct {
 	s       *Server
+	certs   *tlsmgr.Manager
 	m       *metrics.Metrics
 	pki     *testPKI
 	tlsAddr string
@@ -104,7 +105,7 @@ func startProxy(t *testing.T, pki *testPKI, cfg Config, plans dialplan.Plans) *t
 			t.Error("proxy did not stop")
 		}
 	})
-	return &testProxy{s: s, m: m, pki: pki, tlsAddr: fmt.Sprintf("127.0.0.1:%d", s.tlsPort.Load())}
+	return &testProxy{s: s, certs: certs, m: m, pki: pki, tlsAddr: fmt.Sprintf("127.0.0.1:%d", s.tlsPort.Load())}
 }
 
 // sipClient is a gateway (or backend) speaking SIP over one stream connection.
@@ -116,6 +117,8 @@ type sipClient struct {
 	errs chan error
 	seq  atomic.Uint64
 	name string
+	// via is the transport token written in our Via headers.
+	via string
 }
 
 // dialGateway opens a mutual TLS connection presenting cert (nil: none).
@@ -141,11 +144,19 @@ func dialGateway(t *testing.T, addr string, pki *testPKI, cert *tls.Certificate,
 }
 
 func newSIPClient(t *testing.T, c net.Conn) *sipClient {
-	sc := &sipClient{t: t, conn: c, msgs: make(chan sip.Message, 64), errs: make(chan error, 1), name: "gw"}
-	sc.fr = frameReader{r: bufio.NewReader(c), maxBytes: 1 << 20}
+	return startSIPClient(t, c, "TLS", nil)
+}
+
+// startSIPClient reads c with next (nil: stream framing) into the message channel.
+func startSIPClient(t *testing.T, c net.Conn, via string, next func() ([]byte, error)) *sipClient {
+	sc := &sipClient{t: t, conn: c, msgs: make(chan sip.Message, 64), errs: make(chan error, 1), name: "gw", via: via}
+	if next == nil {
+		sc.fr = frameReader{r: bufio.NewReader(c), maxBytes: 1 << 20}
+		next = sc.fr.next
+	}
 	go func() {
 		for {
-			b, err := sc.fr.next()
+			b, err := next()
 			if err != nil {
 				sc.errs <- err
 				close(sc.msgs)
@@ -262,7 +273,7 @@ func (c *sipClient) inviteSDP(user, sdp string, extra ...string) (string, *dialo
 		ctype = "Content-Type: application/sdp\r\n"
 	}
 	msg := fmt.Sprintf("INVITE sip:%s@127.0.0.1 SIP/2.0\r\n"+
-		"Via: SIP/2.0/TLS %s;branch=z9hG4bK-inv-%s\r\n"+
+		"Via: SIP/2.0/%s %s;branch=z9hG4bK-inv-%s\r\n"+
 		"Max-Forwards: 70\r\n"+
 		"From: <sip:caller@%s>;tag=%s\r\n"+
 		"To: <sip:%s@127.0.0.1>\r\n"+
@@ -272,7 +283,7 @@ func (c *sipClient) inviteSDP(user, sdp string, extra ...string) (string, *dialo
 		"%s"+
 		"%s"+
 		"Content-Length: %d\r\n\r\n%s",
-		user, c.localAddr(), d.callID, gwName, d.fromTag, user, d.callID, c.localAddr(), hdrs, ctype, len(sdp), sdp)
+		user, c.via, c.localAddr(), d.callID, gwName, d.fromTag, user, d.callID, c.localAddr(), hdrs, ctype, len(sdp), sdp)
 	return msg, d
 }
 
@@ -301,7 +312,7 @@ func (c *sipClient) inDialog(d *dialog, method string) string {
 		routes.WriteString("Route: " + r + "\r\n")
 	}
 	return fmt.Sprintf("%s %s SIP/2.0\r\n"+
-		"Via: SIP/2.0/TLS %s;branch=z9hG4bK-%s-%d-%s\r\n"+
+		"Via: SIP/2.0/%s %s;branch=z9hG4bK-%s-%d-%s\r\n"+
 		"Max-Forwards: 70\r\n"+
 		"%s"+
 		"From: <sip:caller@%s>;tag=%s\r\n"+
@@ -309,7 +320,7 @@ func (c *sipClient) inDialog(d *dialog, method string) string {
 		"Call-ID: %s\r\n"+
 		"CSeq: %d %s\r\n"+
 		"Content-Length: 0\r\n\r\n",
-		method, d.target, c.localAddr(), strings.ToLower(method), seq, d.callID, routes.String(), gwName, d.fromTag, d.toTag, d.callID, seq, method)
+		method, d.target, c.via, c.localAddr(), strings.ToLower(method), seq, d.callID, routes.String(), gwName, d.fromTag, d.toTag, d.callID, seq, method)
 }
 
 func poolOf(c *x509.Certificate) *x509.CertPool {

@@ -9,7 +9,7 @@ import (
 )
 
 // errRestartNeeded refuses a reload that changes what only a restart can.
-var errRestartNeeded = errors.New("node_name, advertise, listen.udp and limits change only with a restart")
+var errRestartNeeded = errors.New("node_name, advertise, listen.udp, listen.dtls and limits change only with a restart")
 
 // boundListener is a gateway-facing listener and the address it was asked for.
 type boundListener struct {

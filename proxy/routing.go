@@ -101,7 +101,7 @@ func (s *Server) Apply(cfg Config, plans dialplan.Plans) error {
 	if errs := cfg.Validate(plans); len(errs) > 0 {
 		return errs
 	}
-	if cfg.NodeName != s.cfg.NodeName || cfg.Advertise != s.cfg.Advertise || cfg.Limits != s.cfg.Limits || cfg.Listen.UDP != s.cfg.Listen.UDP {
+	if cfg.NodeName != s.cfg.NodeName || cfg.Advertise != s.cfg.Advertise || cfg.Limits != s.cfg.Limits || cfg.Listen.UDP != s.cfg.Listen.UDP || cfg.Listen.DTLS != s.cfg.Listen.DTLS {
 		return errRestartNeeded
 	}
 	s.applyMu.Lock()

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+	"github.com/pion/dtls/v3"
 	"go.uber.org/zap"
 
 	"github.com/umrouter/umrouter/dialplan"
@@ -65,8 +66,11 @@ type Server struct {
 	draining atomic.Bool
 
 	udp     *net.UDPConn // backend-side (and optional gateway-side) UDP socket
-	tlsPort atomic.Int32 // our TLS port, written in gateway-facing Record-Route
-	tcpPort atomic.Int32
+	tlsPort  atomic.Int32 // our TLS port, written in gateway-facing Record-Route
+	tcpPort  atomic.Int32
+	dtlsPort atomic.Int32
+
+	dtlsListener net.Listener
 
 	connMu    sync.Mutex
 	conns     map[uint64]*streamConn
@@ -134,6 +138,13 @@ func (s *Server) Run(ctx context.Context, ready chan<- struct{}) error {
 		closeAll()
 		return fmt.Errorf("listen udp %s: %w", udpAddr, err)
 	}
+	if s.cfg.Listen.DTLS != "" {
+		if err := s.listenDTLS(s.cfg.Listen.DTLS); err != nil {
+			closeAll()
+			_ = s.udp.Close()
+			return err
+		}
+	}
 	_ = s.udp.SetReadBuffer(4 << 20)
 	_ = s.udp.SetWriteBuffer(4 << 20)
 	s.wg.Add(1)
@@ -162,6 +173,9 @@ func (s *Server) Run(ctx context.Context, ready chan<- struct{}) error {
 	s.ready.Store(false)
 	s.draining.Store(true)
 	closeAll()
+	if s.dtlsListener != nil {
+		_ = s.dtlsListener.Close()
+	}
 	s.log.Info("stopping: draining in-flight transactions", zap.Int("transactions", s.txs.len()))
 	s.waitDrained(drainTimeout)
 	cancel()
@@ -242,7 +256,23 @@ func (s *Server) acceptLoop(l net.Listener, tp string) {
 func (s *Server) serveConn(nc net.Conn, tp string) {
 	defer s.wg.Done()
 	c := &streamConn{id: s.connSeq.Add(1), conn: nc, tp: tp, remote: addrPortOf(nc.RemoteAddr())}
-	if tp == "TLS" {
+	if tp == "DTLS" {
+		if err := s.handshakeDTLS(c, nc.(*dtls.Conn)); err != nil {
+			reason := tlsmgr.HandshakeFailureReason(err)
+			s.m.Handshakes.WithLabelValues("refused", reason).Inc()
+			s.log.Info("DTLS handshake refused", zap.String("remote", c.remote.String()), zap.String("reason", reason), zap.Error(err))
+			_ = nc.Close()
+			return
+		}
+		c.peerGen = s.rt().gen
+		p := s.identify(c)
+		c.who.Store(&p)
+		result := "ok"
+		if p.refusal != "" {
+			result = "unauthorized"
+		}
+		s.m.Handshakes.WithLabelValues("ok", result).Inc()
+	} else if tp == "TLS" {
 		tc := tls.Server(nc, s.certs.ServerConfig())
 		hctx, cancel := context.WithTimeout(s.ctx, s.cfg.Limits.HandshakeTimeout)
 		err := tc.HandshakeContext(hctx)
@@ -278,11 +308,23 @@ func (s *Server) serveConn(nc net.Conn, tp string) {
 		s.log.Info("peer connected", connFields(c)...)
 	}
 	s.addConn(c)
+	if tp == "DTLS" {
+		s.readDatagrams(c)
+		return
+	}
 	s.readLoop(c)
 }
 
 // identify decides who is at the other end of an accepted connection.
 func (s *Server) identify(c *streamConn) peer {
+	if dc, ok := c.conn.(*dtls.Conn); ok {
+		st, _ := dc.ConnectionState()
+		certs, err := tlsmgr.DTLSPeerCertificates(st)
+		if err != nil {
+			return peer{refusal: "no_certificate"}
+		}
+		return s.identifyTLS(certs)
+	}
 	if st := c.tlsState(); st != nil {
 		return s.identifyTLS(st.PeerCertificates)
 	}
