@@ -65,7 +65,7 @@ type Server struct {
 	ready    atomic.Bool
 	draining atomic.Bool
 
-	udp     *net.UDPConn // backend-side (and optional gateway-side) UDP socket
+	udp      *net.UDPConn // backend-side (and optional gateway-side) UDP socket
 	tlsPort  atomic.Int32 // our TLS port, written in gateway-facing Record-Route
 	tcpPort  atomic.Int32
 	dtlsPort atomic.Int32
