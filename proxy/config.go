@@ -81,12 +81,34 @@ type Backend struct {
 	Weight  int    `yaml:"weight"`
 }
 
-// Limits protect the daemon from peers.
+// Limits protect the daemon, and every well-behaved peer, from one peer.
 type Limits struct {
-	MaxConnections   int           `yaml:"max_connections"`
-	MaxMessageBytes  int           `yaml:"max_message_bytes"`
+	// MaxConnections bounds open connections and associations overall.
+	MaxConnections int `yaml:"max_connections"`
+	// MaxConnectionsPerPeer bounds them per source IP address.
+	MaxConnectionsPerPeer int `yaml:"max_connections_per_peer"`
+	// MaxMessageBytes bounds one SIP message (413, then the connection closes).
+	MaxMessageBytes int `yaml:"max_message_bytes"`
+	// MaxHandshakes bounds TLS/DTLS handshakes in progress; beyond it new
+	// connections are closed at once (a handshake flood costs its sender).
+	MaxHandshakes int `yaml:"max_handshakes"`
+	// HandshakeTimeout bounds one handshake.
 	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
-	IdleTimeout      time.Duration `yaml:"idle_timeout"`
+	// IdleTimeout closes a connection on which nothing arrived for that long.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// MessageTimeout bounds the arrival of one message once its first byte
+	// came (a peer trickling bytes is cut off).
+	MessageTimeout time.Duration `yaml:"message_timeout"`
+	// RequestsPerSecond bounds new out-of-dialog requests per gateway
+	// (503 with Retry-After beyond it); requests of established calls are
+	// never limited. 0 means no limit.
+	RequestsPerSecond int `yaml:"requests_per_second"`
+	// MaxTransactions bounds transactions in progress; beyond it new
+	// requests get 503 with Retry-After.
+	MaxTransactions int `yaml:"max_transactions"`
+	// DrainTimeout bounds how long a stopping daemon waits for transactions
+	// in progress.
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
 }
 
 // SetDefaults fills every zero value that has a documented default.
@@ -145,6 +167,21 @@ func (c *Config) SetDefaults() {
 	}
 	if l.IdleTimeout == 0 {
 		l.IdleTimeout = 300 * time.Second
+	}
+	if l.MaxConnectionsPerPeer == 0 {
+		l.MaxConnectionsPerPeer = 1000
+	}
+	if l.MaxHandshakes == 0 {
+		l.MaxHandshakes = 256
+	}
+	if l.MessageTimeout == 0 {
+		l.MessageTimeout = 10 * time.Second
+	}
+	if l.MaxTransactions == 0 {
+		l.MaxTransactions = 50000
+	}
+	if l.DrainTimeout == 0 {
+		l.DrainTimeout = 10 * time.Second
 	}
 }
 
@@ -276,6 +313,24 @@ func (c *Config) Validate(plans dialplan.Plans) configerr.List {
 	}
 	if l.IdleTimeout <= 0 {
 		errs.Add("limits.idle_timeout", "must be positive")
+	}
+	if l.MaxConnectionsPerPeer < 1 {
+		errs.Add("limits.max_connections_per_peer", "must be at least 1")
+	}
+	if l.MaxHandshakes < 1 {
+		errs.Add("limits.max_handshakes", "must be at least 1")
+	}
+	if l.MessageTimeout <= 0 {
+		errs.Add("limits.message_timeout", "must be positive")
+	}
+	if l.RequestsPerSecond < 0 {
+		errs.Add("limits.requests_per_second", "must not be negative (0: no limit)")
+	}
+	if l.MaxTransactions < 1 {
+		errs.Add("limits.max_transactions", "must be at least 1")
+	}
+	if l.DrainTimeout <= 0 {
+		errs.Add("limits.drain_timeout", "must be positive")
 	}
 	return errs
 }

@@ -9,9 +9,12 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 // side says which way a peer faces: gateways send calls in, backends are the
@@ -161,6 +164,10 @@ func (s *Server) readLoop(c *streamConn) {
 		r:        bufio.NewReaderSize(c.conn, 4096),
 		maxBytes: s.cfg.Limits.MaxMessageBytes,
 		pong:     func() { _ = c.send([]byte("\r\n")) },
+		// A message under way must arrive whole within message_timeout: a
+		// peer trickling bytes holds a goroutine and a buffer only that long.
+		started: func() { _ = c.conn.SetReadDeadline(time.Now().Add(s.cfg.Limits.MessageTimeout)) },
+		idle:    func() { _ = c.conn.SetReadDeadline(time.Now().Add(s.cfg.Limits.IdleTimeout)) },
 	}
 	for {
 		_ = c.conn.SetReadDeadline(time.Now().Add(s.cfg.Limits.IdleTimeout))
@@ -171,8 +178,17 @@ func (s *Server) readLoop(c *streamConn) {
 			case isTimeout(err):
 				s.log.Debug("connection idle, closing", connFields(c)...)
 			default:
-				s.m.MalformedMessages.WithLabelValues(lower(c.tp), framingReason(err)).Inc()
-				s.log.Warn("connection closed: unreadable stream", append(connFields(c), errField(err))...)
+				reason := framingReason(err)
+				s.m.MalformedMessages.WithLabelValues(lower(c.tp), reason).Inc()
+				code, phrase := 400, "Bad Request"
+				if reason == "too_large" {
+					code, phrase = 413, "Request Entity Too Large"
+				}
+				if resp := errorResponseFor(fr.partial(), code, phrase); resp != nil {
+					_ = c.send(resp)
+					s.m.Refusals.WithLabelValues(strconv.Itoa(code), reason).Inc()
+				}
+				s.log.Warn("connection closed: unreadable stream", append(connFields(c), zap.String("reason", reason), errField(err))...)
 			}
 			return
 		}

@@ -31,7 +31,17 @@ type frameReader struct {
 	buf      []byte
 	// pong is called when the peer sent a CRLFCRLF keep-alive (RFC 5626 §4.4.1).
 	pong func()
+	// started, when set, is called when the first byte of a message has
+	// arrived: the read loop then bounds the rest of the message in time.
+	started func()
+	// idle, when set, is called after a keep-alive: the connection is idle
+	// again, not in the middle of a message.
+	idle func()
 }
+
+// partial returns what was read of the message that failed, for an error
+// response built from its headers.
+func (f *frameReader) partial() []byte { return f.buf }
 
 // next returns the next message. The returned slice is valid until the next call.
 func (f *frameReader) next() ([]byte, error) {
@@ -40,6 +50,12 @@ func (f *frameReader) next() ([]byte, error) {
 	lines := 0
 	blank := 0
 	for {
+		if len(f.buf) == 0 && f.started != nil {
+			if _, err := f.r.Peek(1); err != nil {
+				return nil, err
+			}
+			f.started()
+		}
 		line, err := f.readLine()
 		if err != nil {
 			return nil, err
@@ -51,6 +67,9 @@ func (f *frameReader) next() ([]byte, error) {
 				if blank == 2 && f.pong != nil {
 					f.pong()
 					blank = 0
+				}
+				if f.idle != nil {
+					f.idle()
 				}
 				continue
 			}

@@ -73,13 +73,18 @@ func (s *Server) malformed(f flow, p peer, frame []byte, err error) {
 
 // badRequestFor builds a 400 from the raw header lines a response needs, or
 // returns nil when the message is not a request or lacks them.
-func badRequestFor(frame []byte) []byte {
-	if bytes.HasPrefix(frame, []byte("SIP/")) {
+func badRequestFor(frame []byte) []byte { return errorResponseFor(frame, 400, "Bad Request") }
+
+// errorResponseFor builds an error response from the raw Via, From, To,
+// Call-ID and CSeq lines of a request that could not be parsed or was cut
+// short, or returns nil when it is not a request or lacks them.
+func errorResponseFor(frame []byte, code int, phrase string) []byte {
+	if len(frame) == 0 || bytes.HasPrefix(frame, []byte("SIP/")) {
 		return nil // a response: never answered
 	}
 	want := map[string]string{"via": "Via", "v": "Via", "from": "From", "f": "From", "to": "To", "t": "To", "call-id": "Call-ID", "i": "Call-ID", "cseq": "CSeq"}
 	var out bytes.Buffer
-	out.WriteString("SIP/2.0 400 Bad Request\r\n")
+	fmt.Fprintf(&out, "SIP/2.0 %d %s\r\n", code, phrase)
 	found := map[string]bool{}
 	for _, line := range bytes.Split(frame, []byte("\r\n"))[1:] {
 		if len(line) == 0 {
@@ -301,10 +306,23 @@ func (s *Server) gatewayPolicy(f flow, p *peer, req *sip.Request, initial bool, 
 		}
 		return plan.Name, false
 	}
-	if initial && s.draining.Load() {
-		s.countRequest(req, p, plan.Name)
-		s.refuse(f, p, req, 503, "draining", "node is draining", retryAfter(5))
-		return plan.Name, false
+	if initial {
+		reason, warning := "", ""
+		switch {
+		case s.draining.Load():
+			reason, warning = "draining", "node is draining"
+		case s.txs.count() >= int64(s.cfg.Limits.MaxTransactions):
+			reason, warning = "max_transactions", "too many transactions in progress"
+		case !s.rates.allow(p.gateway.Name, s.cfg.Limits.RequestsPerSecond, time.Now()):
+			reason, warning = "rate_limited", "request rate of this gateway over its limit"
+		}
+		if reason != "" {
+			s.countRequest(req, p, plan.Name)
+			if req.Method != sip.ACK {
+				s.refuse(f, p, req, 503, reason, warning, retryAfter(1))
+			}
+			return plan.Name, false
+		}
 	}
 	return plan.Name, true
 }

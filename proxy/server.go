@@ -38,10 +38,6 @@ type Certificates interface {
 	SelfSigned() bool
 }
 
-// drainTimeout bounds how long Run waits for in-flight transactions after
-// its context is cancelled.
-const drainTimeout = 10 * time.Second
-
 // Server is a SIP proxy. Create it with New, start it with Run.
 type Server struct {
 	cfg    Config
@@ -79,8 +75,10 @@ type Server struct {
 	listenMu  sync.Mutex
 	listeners map[string]*boundListener // by transport: "TLS", "TCP"
 
-	txs     txTable
-	dialogs dialogTable
+	txs       txTable
+	dialogs   dialogTable
+	admission admission
+	rates     rateLimiter
 }
 
 // New checks cfg (SetDefaults must have been applied) and prepares a Server.
@@ -107,6 +105,7 @@ func New(cfg Config, plans dialplan.Plans, certs Certificates, m *metrics.Metric
 	s.routing.Store(s.buildRouting(nil, cfg, plans, nil))
 	s.txs.init()
 	s.dialogs.init()
+	s.admission.perIP = map[netip.Addr]int{}
 	return s, nil
 }
 
@@ -177,7 +176,7 @@ func (s *Server) Run(ctx context.Context, ready chan<- struct{}) error {
 		_ = s.dtlsListener.Close()
 	}
 	s.log.Info("stopping: draining in-flight transactions", zap.Int("transactions", s.txs.len()))
-	s.waitDrained(drainTimeout)
+	s.waitDrained(s.cfg.Limits.DrainTimeout)
 	cancel()
 	_ = s.udp.Close()
 	s.connMu.Lock()
@@ -240,9 +239,10 @@ func (s *Server) acceptLoop(l net.Listener, tp string) {
 			continue
 		}
 		backoff = 5 * time.Millisecond
-		if s.connCount.Load() >= int64(s.cfg.Limits.MaxConnections) {
-			s.m.Handshakes.WithLabelValues("refused", "max_connections").Inc()
-			s.log.Warn("connection refused: limits.max_connections reached", zap.String("remote", nc.RemoteAddr().String()))
+		remote := addrPortOf(nc.RemoteAddr())
+		if reason := s.admit(remote.Addr(), tp); reason != "" {
+			s.m.Handshakes.WithLabelValues("refused", reason).Inc()
+			s.log.Debug("connection refused at accept", zap.String("remote", remote.String()), zap.String("reason", reason))
 			_ = nc.Close()
 			continue
 		}
@@ -256,8 +256,19 @@ func (s *Server) acceptLoop(l net.Listener, tp string) {
 func (s *Server) serveConn(nc net.Conn, tp string) {
 	defer s.wg.Done()
 	c := &streamConn{id: s.connSeq.Add(1), conn: nc, tp: tp, remote: addrPortOf(nc.RemoteAddr())}
+	defer s.release(c.remote.Addr())
+	handshaking := tp != "TCP"
+	handshakeDone := func() { // releases the handshake slot admit took, once
+		if handshaking {
+			handshaking = false
+			s.releaseHandshake()
+		}
+	}
+	defer handshakeDone()
 	if tp == "DTLS" {
-		if err := s.handshakeDTLS(c, nc.(*dtls.Conn)); err != nil {
+		err := s.handshakeDTLS(c, nc.(*dtls.Conn))
+		handshakeDone()
+		if err != nil {
 			reason := tlsmgr.HandshakeFailureReason(err)
 			s.m.Handshakes.WithLabelValues("refused", reason).Inc()
 			s.log.Info("DTLS handshake refused", zap.String("remote", c.remote.String()), zap.String("reason", reason), zap.Error(err))
@@ -278,6 +289,7 @@ func (s *Server) serveConn(nc net.Conn, tp string) {
 		err := tc.HandshakeContext(hctx)
 		timedOut := errors.Is(hctx.Err(), context.DeadlineExceeded)
 		cancel()
+		handshakeDone()
 		if err != nil {
 			reason := tlsmgr.HandshakeFailureReason(err)
 			if timedOut {

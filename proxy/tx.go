@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -80,7 +81,11 @@ type txTable struct {
 	mu     sync.Mutex
 	server map[string]*transaction
 	client map[string]*transaction
+	n      atomic.Int64 // len(client), readable without the lock
 }
+
+// count is the number of transactions held, completed ones included.
+func (t *txTable) count() int64 { return t.n.Load() }
 
 func (t *txTable) init() {
 	t.server = map[string]*transaction{}
@@ -116,6 +121,7 @@ func (t *txTable) add(tx *transaction) {
 	defer t.mu.Unlock()
 	t.server[tx.serverKey] = tx
 	t.client[tx.branch] = tx
+	t.n.Store(int64(len(t.client)))
 }
 
 // rekey moves tx to a new client branch (failover sends a new request).
@@ -135,6 +141,7 @@ func (t *txTable) remove(tx *transaction) {
 	if t.client[tx.branch] == tx {
 		delete(t.client, tx.branch)
 	}
+	t.n.Store(int64(len(t.client)))
 }
 
 // sweep calls expire for every transaction whose deadline or retransmission

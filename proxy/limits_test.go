@@ -1,0 +1,194 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/umrouter/umrouter/internal/sipptest"
+)
+
+// dialFrom opens a TCP connection to addr from the loopback address src, so
+// that a test can play a second host (127.0.0.2) next to a gateway.
+func dialFrom(t *testing.T, src, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 5 * time.Second}
+	nc, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("dial from %s: %v", src, err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	return nc
+}
+
+func TestOversizedMessageGets413AndTheConnectionCloses(t *testing.T) {
+	pki := newTestPKI(t)
+	cfg, plans := baseConfig("127.0.0.1:9")
+	cfg.Limits.MaxMessageBytes = 4096
+	p := startProxy(t, pki, cfg, plans)
+	c, err := dialGateway(t, p.tlsAddr, pki, &pki.gw.TLS, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, _ := c.invite("12345", "X-Big: "+strings.Repeat("b", 5000)+"\r\n")
+	c.send(inv)
+	if r := c.response(5 * time.Second); r.StatusCode != 413 {
+		t.Fatalf("want 413, got %s", r.StartLine())
+	}
+	if err := c.closed(5 * time.Second); err == nil {
+		t.Fatal("connection still open after 413")
+	}
+}
+
+func TestHeaderFloodGets400AndTheConnectionCloses(t *testing.T) {
+	pki := newTestPKI(t)
+	cfg, plans := baseConfig("127.0.0.1:9")
+	p := startProxy(t, pki, cfg, plans)
+	c, err := dialGateway(t, p.tlsAddr, pki, &pki.gw.TLS, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, _ := c.invite("12345", strings.Repeat("X-Flood: 1\r\n", 300))
+	c.send(inv)
+	if r := c.response(5 * time.Second); r.StatusCode != 400 {
+		t.Fatalf("want 400, got %s", r.StartLine())
+	}
+	if err := c.closed(5 * time.Second); err == nil {
+		t.Fatal("connection still open after 400")
+	}
+}
+
+func TestSlowlorisPeerIsCutOffWhileOthersAreServed(t *testing.T) {
+	pki := newTestPKI(t)
+	cfg, plans := baseConfig("127.0.0.1:9")
+	cfg.Limits.MessageTimeout = 300 * time.Millisecond
+	p := startProxy(t, pki, cfg, plans)
+	slow, err := dialGateway(t, p.tlsAddr, pki, &pki.gw.TLS, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, err := dialGateway(t, p.tlsAddr, pki, &pki.gw.TLS, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, _ := slow.invite("12345")
+	done := make(chan struct{})
+	go func() { // trickle a byte every 50 ms, bounded
+		defer close(done)
+		for i := 0; i < 200 && i < len(inv); i++ {
+			if _, err := slow.conn.Write([]byte{inv[i]}); err != nil {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	good.send(optionsTo(good, ""))
+	if r := good.response(5 * time.Second); r.StatusCode != 200 {
+		t.Fatalf("other gateway's OPTIONS: %s", r.StartLine())
+	}
+	if err := slow.closed(5 * time.Second); err == nil {
+		t.Fatal("a peer trickling bytes was not cut off")
+	}
+	<-done
+	good.send(optionsTo(good, ""))
+	if r := good.response(5 * time.Second); r.StatusCode != 200 {
+		t.Fatalf("other gateway's OPTIONS after the cut: %s", r.StartLine())
+	}
+}
+
+func TestGatewayOverItsRequestRateGets503WithRetryAfter(t *testing.T) {
+	uas := sipptest.StartUAS(t, sipptest.UASOptions{Scenario: "uas.xml"})
+	pki := newTestPKI(t)
+	cfg, plans := baseConfig(uas.Addr())
+	cfg.Limits.RequestsPerSecond = 5 // bursts of 10
+	p := startProxy(t, pki, cfg, plans)
+	c, err := dialGateway(t, p.tlsAddr, pki, &pki.gw.TLS, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	limited := 0
+	for i := 0; i < 30; i++ {
+		inv, _ := c.invite("12345")
+		c.send(inv)
+		r := c.responseTo("INVITE", 5*time.Second)
+		for r.StatusCode < 200 {
+			r = c.responseTo("INVITE", 5*time.Second)
+		}
+		if r.StatusCode == 503 {
+			if r.GetHeader("Retry-After") == nil {
+				t.Fatal("503 without Retry-After")
+			}
+			limited++
+			continue
+		}
+		if r.StatusCode != 200 {
+			t.Fatalf("call %d: %s", i, r.StartLine())
+		}
+		var d dialog
+		d.callID = r.CallID().Value()
+		d.fromTag, _ = r.From().Params.Get("tag")
+		d.cseq = 1
+		d.establish(r)
+		c.send(c.inDialog(&d, "ACK"))
+		c.send(c.inDialog(&d, "BYE")) // in-dialog requests are never limited
+		if r := c.responseTo("BYE", 5*time.Second); r.StatusCode != 200 {
+			t.Fatalf("BYE of an admitted call: %s", r.StartLine())
+		}
+	}
+	if limited == 0 {
+		t.Fatal("30 calls in a burst against a limit of 5/s: none refused")
+	}
+	if got := testutil.ToFloat64(p.m.Refusals.WithLabelValues("503", "rate_limited")); int(got) != limited {
+		t.Fatalf("rate_limited refusals counted %v, answered %d", got, limited)
+	}
+}
+
+func TestHandshakeFloodFromOneHostDoesNotStopAnotherGateway(t *testing.T) {
+	uas := sipptest.StartUAS(t, sipptest.UASOptions{Scenario: "uas.xml"})
+	pki := newTestPKI(t)
+	cfg, plans := baseConfig(uas.Addr())
+	cfg.Limits.MaxConnectionsPerPeer = 20
+	cfg.Limits.HandshakeTimeout = 500 * time.Millisecond
+	p := startProxy(t, pki, cfg, plans)
+	// 50 connections from 127.0.0.2 that never say a word.
+	for i := 0; i < 50; i++ {
+		dialFrom(t, "127.0.0.2", p.tlsAddr)
+	}
+	waitFor(t, "30 flood connections refused at accept", func() bool {
+		return testutil.ToFloat64(p.m.Handshakes.WithLabelValues("refused", "max_connections_per_peer")) >= 30
+	})
+	c, err := dialGateway(t, p.tlsAddr, pki, &pki.gw.TLS, nil)
+	if err != nil {
+		t.Fatalf("gateway could not connect during the flood: %v", err)
+	}
+	if err := placeCall(c); err != nil {
+		t.Fatalf("gateway call during the flood: %v", err)
+	}
+	waitFor(t, "stalled handshakes cut by the handshake timeout", func() bool {
+		return testutil.ToFloat64(p.m.Handshakes.WithLabelValues("refused", "timeout")) >= 20
+	})
+}
+
+func TestPerPeerConnectionLimit(t *testing.T) {
+	pki := newTestPKI(t)
+	cfg, plans := baseConfig("127.0.0.1:9")
+	cfg.Limits.MaxConnectionsPerPeer = 2
+	p := startProxy(t, pki, cfg, plans)
+	for i := 0; i < 2; i++ {
+		c, err := dialGateway(t, p.tlsAddr, pki, &pki.gw.TLS, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.send(optionsTo(c, ""))
+		c.response(5 * time.Second)
+	}
+	_, err := dialGateway(t, p.tlsAddr, pki, &pki.gw.TLS, func(c *tls.Config) {})
+	if err == nil {
+		t.Fatal(fmt.Sprint("a third connection from the same host was accepted"))
+	}
+}
