@@ -978,7 +978,7 @@ func (s *Server) relayFinal(tx *transaction, b []byte, code int, res *sip.Respon
 	if tx.method == sip.INVITE {
 		s.m.CallSetupSeconds.Observe(time.Since(tx.started).Seconds())
 	}
-	if tx.method == sip.INVITE && code >= 300 {
+	if tx.method == sip.INVITE && code >= 300 && tx.in != nil {
 		// Keep it to absorb the sender's ACK (and retransmitted finals).
 		tx.state = txCompleted
 		tx.retransAt = time.Time{}

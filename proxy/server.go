@@ -409,6 +409,37 @@ func (s *Server) dropConn(c *streamConn) {
 		s.m.Connections.WithLabelValues(lower(c.tp), c.metricSide.String()).Dec()
 	}
 	s.rt().pool.forget(c)
+	s.abandon(c)
+}
+
+// abandon ends the transactions whose sender was on a connection that just
+// closed: nobody is left to answer, so an INVITE still ringing is cancelled
+// toward the next hop, and nothing of them stays in memory.
+func (s *Server) abandon(c *streamConn) {
+	for _, tx := range s.txs.from(c) {
+		tx.mu.Lock()
+		live := tx.state == txCalling || tx.state == txProceeding
+		if live && tx.method == sip.INVITE && tx.fwd != nil {
+			// Cancel it and stay to acknowledge the 487 (or whatever final
+			// comes), relaying nothing: the transaction ends with it.
+			tx.in = nil
+			if !tx.cancelled {
+				tx.cancelled = true
+				if tx.state == txProceeding {
+					s.sendCancel(tx)
+				}
+			}
+			s.log.Info("sender gone: call cancelled toward the next hop", zap.String("call_id", tx.callID))
+		} else {
+			if live {
+				s.log.Info("sender gone: transaction abandoned", zap.String("call_id", tx.callID), zap.String("method", string(tx.method)))
+			}
+			s.uncount(tx)
+			tx.state = txTerminated
+			s.txs.remove(tx)
+		}
+		tx.mu.Unlock()
+	}
 }
 
 // connByID returns a live stream connection.

@@ -124,6 +124,19 @@ func (t *txTable) add(tx *transaction) {
 	t.n.Store(int64(len(t.client)))
 }
 
+// from returns the transactions whose sender is on flow f.
+func (t *txTable) from(f flow) []*transaction {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var txs []*transaction
+	for _, tx := range t.client {
+		if tx.in == f {
+			txs = append(txs, tx)
+		}
+	}
+	return txs
+}
+
 // rekey moves tx to a new client branch (failover sends a new request).
 func (t *txTable) rekey(tx *transaction, old string) {
 	t.mu.Lock()
