@@ -34,7 +34,7 @@ type testPKI struct {
 
 const gwName = "gw1.example.test"
 
-func newTestPKI(t *testing.T) *testPKI {
+func newTestPKI(t testing.TB) *testPKI {
 	t.Helper()
 	dir := t.TempDir()
 	ca := testpki.NewCA(t, "umrouter test CA")
@@ -71,7 +71,7 @@ func baseConfig(backends ...string) (Config, dialplan.Plans) {
 	return cfg, dialplan.Plans{{Name: "main", Security: dialplan.SIPSecured, URIType: dialplan.TelephoneExtension, NumberOfDigits: 5}}
 }
 
-func startProxy(t *testing.T, pki *testPKI, cfg Config, plans dialplan.Plans) *testProxy {
+func startProxy(t testing.TB, pki *testPKI, cfg Config, plans dialplan.Plans) *testProxy {
 	t.Helper()
 	cfg.SetDefaults()
 	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
@@ -110,7 +110,7 @@ func startProxy(t *testing.T, pki *testPKI, cfg Config, plans dialplan.Plans) *t
 
 // sipClient is a gateway (or backend) speaking SIP over one stream connection.
 type sipClient struct {
-	t    *testing.T
+	t    testing.TB
 	conn net.Conn
 	fr   frameReader
 	msgs chan sip.Message
@@ -122,7 +122,7 @@ type sipClient struct {
 }
 
 // dialGateway opens a mutual TLS connection presenting cert (nil: none).
-func dialGateway(t *testing.T, addr string, pki *testPKI, cert *tls.Certificate, tweak func(*tls.Config)) (*sipClient, error) {
+func dialGateway(t testing.TB, addr string, pki *testPKI, cert *tls.Certificate, tweak func(*tls.Config)) (*sipClient, error) {
 	t.Helper()
 	roots := pki.ca.Cert
 	cfg := &tls.Config{ServerName: "localhost", RootCAs: poolOf(roots)}
@@ -143,12 +143,12 @@ func dialGateway(t *testing.T, addr string, pki *testPKI, cert *tls.Certificate,
 	return newSIPClient(t, tc), nil
 }
 
-func newSIPClient(t *testing.T, c net.Conn) *sipClient {
+func newSIPClient(t testing.TB, c net.Conn) *sipClient {
 	return startSIPClient(t, c, "TLS", nil)
 }
 
 // startSIPClient reads c with next (nil: stream framing) into the message channel.
-func startSIPClient(t *testing.T, c net.Conn, via string, next func() ([]byte, error)) *sipClient {
+func startSIPClient(t testing.TB, c net.Conn, via string, next func() ([]byte, error)) *sipClient {
 	sc := &sipClient{t: t, conn: c, msgs: make(chan sip.Message, 64), errs: make(chan error, 1), name: "gw", via: via}
 	if next == nil {
 		sc.fr = frameReader{r: bufio.NewReader(c), maxBytes: 1 << 20}
