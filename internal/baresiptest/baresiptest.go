@@ -178,7 +178,6 @@ type Baresip struct {
 	readErr   error
 	tokens    int
 	stopOnce  sync.Once
-	lifetime  time.Duration
 	accounts  []Account
 	configTxt string
 }
@@ -239,7 +238,7 @@ func Start(t testing.TB, opts Options) *Baresip {
 			t.Fatal(err)
 		}
 		b := &Baresip{t: t, done: make(chan struct{}), dir: dir, out: &syncBuffer{}, ctrlPort: port,
-			changed: make(chan struct{}), pending: map[string]chan Response{}, lifetime: opts.Lifetime, accounts: opts.Accounts}
+			changed: make(chan struct{}), pending: map[string]chan Response{}, accounts: opts.Accounts}
 		b.writeConfig(t, opts)
 		args := []string{"-f", dir, "-v", "-t", strconv.Itoa(int(opts.Lifetime.Seconds()))}
 		if opts.SIPTrace {
