@@ -45,6 +45,10 @@ func TestConfigCheckReportsEveryProblemAtItsLine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	demoData, err := os.ReadFile(filepath.Join("..", "..", "deploy", "demo", "umrouter.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name    string
 		content string
@@ -52,6 +56,7 @@ func TestConfigCheckReportsEveryProblemAtItsLine(t *testing.T) {
 	}{
 		{name: "deploy example is accepted", content: string(exampleData)},
 		{name: "base document is accepted", content: validBase},
+		{name: "README walk-through configuration is accepted", content: string(demoData)},
 		{
 			name:    "unknown top-level key",
 			content: validBase + "colour: blue\n",

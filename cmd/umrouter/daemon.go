@@ -289,7 +289,9 @@ func newLogger(c logConfig, node string, w io.Writer) *zap.Logger {
 	var enc zapcore.Encoder
 	if c.Format == "console" {
 		ec := zap.NewDevelopmentEncoderConfig()
-		ec.EncodeTime = zapcore.TimeEncoderOfLayout("15:04:05.000")
+		// ISO 8601, not a short clock: the encoder also formats time
+		// fields such as a certificate's not_after.
+		ec.EncodeTime = zapcore.ISO8601TimeEncoder
 		enc = zapcore.NewConsoleEncoder(ec)
 	} else {
 		ec := zap.NewProductionEncoderConfig()

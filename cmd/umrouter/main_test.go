@@ -312,3 +312,83 @@ func TestBinaryStopsGracefullyOnSIGTERM(t *testing.T) {
 		t.Fatalf("still running 20s after SIGTERM:\n%s", stderr.String())
 	}
 }
+
+// TestREADMEWalkThroughCallSucceeds runs the README's walk-through: the test
+// PKI script, the demo configuration, SIPp as backend UAS and call.sh as the
+// gateway, against the daemon's real run path. It keeps the README true.
+func TestREADMEWalkThroughCallSucceeds(t *testing.T) {
+	for _, tool := range []string{"bash", "openssl", "sipp"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed (bash .ci/run installs it)", tool)
+		}
+	}
+	repo, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	shell := func(name string, env []string, args ...string) *exec.Cmd {
+		c := exec.CommandContext(ctx, name, args...)
+		c.Dir = dir
+		c.Env = append(os.Environ(), env...)
+		// A grandchild left holding the output pipe must not hang the test.
+		c.WaitDelay = 5 * time.Second
+		return c
+	}
+	if out, err := shell("bash", nil, filepath.Join(repo, "deploy", "demo", "make-test-pki.sh")).CombinedOutput(); err != nil {
+		t.Fatalf("make-test-pki.sh: %v\n%s", err, out)
+	}
+
+	sipAddr, adminAddr, backendAddr := freeAddr(t, "tcp"), freeAddr(t, "tcp"), freeAddr(t, "udp")
+	cfg, err := os.ReadFile(filepath.Join(repo, "deploy", "demo", "umrouter.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	config := strings.NewReplacer("127.0.0.1:5061", sipAddr, "127.0.0.1:9090", adminAddr, "127.0.0.1:5070", backendAddr).Replace(string(cfg))
+	if err := os.WriteFile(filepath.Join(dir, "umrouter.yaml"), []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	_, backendPort, _ := net.SplitHostPort(backendAddr)
+	sipp := shell("sipp", nil, "-sf", filepath.Join(repo, "testdata", "sipp", "uas.xml"),
+		"-i", "127.0.0.1", "-p", backendPort, "-aa", "-m", "1", "-nostdin")
+	var sippOut syncBuffer
+	sipp.Stdout, sipp.Stderr = &sippOut, &sippOut
+	if err := sipp.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sippDone := make(chan error, 1)
+	go func() { sippDone <- sipp.Wait() }()
+	t.Cleanup(func() {
+		_ = sipp.Process.Kill()
+		<-sippDone
+	})
+
+	t.Chdir(dir) // the demo configuration names pki/... relative to where umrouter runs
+	d := startDaemon(t, "run", "--config", "umrouter.yaml")
+	waitFor(t, d, "http://"+adminAddr+"/readyz", func(code int, _ string) bool { return code == 200 })
+
+	out, err := shell("bash", []string{"UMROUTER=" + sipAddr}, filepath.Join(repo, "deploy", "demo", "call.sh")).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "call completed") {
+		t.Fatalf("call.sh: %v\n%s\nlogs:\n%s", err, out, d.stderr.String())
+	}
+	select {
+	case err := <-sippDone:
+		sippDone <- err
+		if err != nil {
+			t.Fatalf("SIPp backend: %v\n%s", err, sippOut.String())
+		}
+	case <-ctx.Done():
+		t.Fatalf("SIPp backend did not finish its call:\n%s", sippOut.String())
+	}
+
+	refused, err := shell("bash", []string{"UMROUTER=" + sipAddr, "CERT=pki/umrouter"}, filepath.Join(repo, "deploy", "demo", "call.sh")).CombinedOutput()
+	if err == nil || !strings.Contains(string(refused), "403 Forbidden") {
+		t.Errorf("a certificate naming no gateway: %v\n%s", err, refused)
+	}
+	if code := d.stop(t); code != 0 {
+		t.Fatalf("exit %d, want 0", code)
+	}
+}
