@@ -18,11 +18,15 @@ func (s *Server) probeBackends() {
 	h := s.rt().backends.Health
 	tick := time.NewTicker(h.Interval)
 	defer tick.Stop()
-	for {
-		select {
-		case <-s.ctx.Done():
-			return
-		case <-tick.C:
+	// Servers start as up, so that a restart takes calls at once; the first
+	// probes go out now rather than an interval later.
+	for first := true; ; first = false {
+		if !first {
+			select {
+			case <-s.ctx.Done():
+				return
+			case <-tick.C:
+			}
 		}
 		for _, b := range s.rt().pool.servers {
 			if AdminState(b.admin.Load()) != AdminDisabled {

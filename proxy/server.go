@@ -157,7 +157,7 @@ func (s *Server) Run(ctx context.Context, ready chan<- struct{}) error {
 
 	s.ready.Store(true)
 	s.log.Info("umrouter serving",
-		zap.String("node", s.cfg.NodeName), zap.String("startup_mode", first.startupMode),
+		zap.String("startup_mode", first.startupMode),
 		zap.String("tls", s.cfg.Listen.TLS), zap.String("tcp", s.cfg.Listen.TCP),
 		zap.String("udp", s.udp.LocalAddr().String()),
 		zap.Int("gateways", len(s.rt().gateways)), zap.Int("backends", len(s.rt().backends.Servers)))

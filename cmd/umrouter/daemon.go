@@ -174,7 +174,7 @@ func (d *daemon) run(ctx context.Context) int {
 			log.Info("SIP listeners up")
 			proxyReady = nil
 		case <-hup:
-			d.reload(doc, certs, m, log)
+			doc = d.reload(doc, srv, certs, m, log)
 		case err := <-adminFailed:
 			log.Error("admin server failed, stopping", zap.Error(err))
 			adminFailed, adminDone = nil, nil
@@ -207,38 +207,73 @@ func (d *daemon) run(ctx context.Context) int {
 	return code
 }
 
-// reload is the SIGHUP path: re-read and validate the configuration, reload
-// the certificates. Each part is independent and counted in
+// reload is the SIGHUP path: re-read and validate the configuration, apply
+// what a running proxy can take (gateways, dial plans, backends, startup
+// mode), reload the certificates. Each part is independent and counted in
 // umrouter_reloads_total{kind,result} (certificates through tlsmgr's reload
-// hook); a failure leaves the running state exactly as it was.
+// hook); a failure leaves the running state exactly as it was. It returns
+// the document now in force.
 //
-// The running proxy cannot take a new configuration yet, so a valid file
-// that differs from the running one is reported with the sections that need
-// a restart; result "ok" means the file is valid and everything that can be
-// applied while running (the certificates) was.
-func (d *daemon) reload(running *document, certs *tlsmgr.Manager, m *metrics.Metrics, log *zap.Logger) {
+// Sections that only a restart applies (node_name, advertise, tls file
+// paths, admin, log, limits, listen.udp/dtls) are named in a warning; the
+// proxy refuses a change of the ones it depends on, and then nothing of the
+// new file is applied.
+func (d *daemon) reload(running *document, srv *proxy.Server, certs *tlsmgr.Manager, m *metrics.Metrics, log *zap.Logger) *document {
 	log.Info("SIGHUP: reloading configuration and certificates")
-	if d.file == "" {
+	next := running
+	switch doc, problems := d.load(); {
+	case d.file == "":
 		log.Info("configuration: running on the built-in default, nothing to re-read")
-	} else if doc, problems := d.load(); problems != nil {
+	case problems != nil:
 		for _, p := range problems {
 			log.Error("configuration reload refused, the running configuration stays in force", zap.String("problem", p))
 		}
 		m.Reloads.WithLabelValues("config", "error").Inc()
-	} else {
-		if changed := changedSections(running, doc); len(changed) > 0 {
-			log.Warn("configuration changed: changes other than certificates need a restart",
-				zap.String("config", d.file), zap.Strings("sections", changed))
-		} else {
+	default:
+		changed := changedSections(running, doc)
+		if len(changed) == 0 {
 			log.Info("configuration unchanged", zap.String("config", d.file))
+			m.Reloads.WithLabelValues("config", "ok").Inc()
+			break
+		}
+		if err := srv.Apply(doc.Config, doc.DialPlans); err != nil {
+			log.Error("configuration reload refused, the running configuration stays in force",
+				zap.String("config", d.file), zap.Strings("sections", changed), zap.Error(err))
+			m.Reloads.WithLabelValues("config", "error").Inc()
+			break
+		}
+		if restart := restartOnly(changed); len(restart) > 0 {
+			log.Warn("configuration applied except sections that need a restart",
+				zap.String("config", d.file), zap.Strings("sections", restart))
+		} else {
+			log.Info("configuration applied", zap.String("config", d.file), zap.Strings("sections", changed))
 		}
 		m.Reloads.WithLabelValues("config", "ok").Inc()
+		next = doc
 	}
 
 	// Counted by the hook installed in run; tlsmgr logs a success itself.
 	if err := certs.Reload(); err != nil {
 		log.Error("certificate reload refused, the current certificate stays in force", zap.Error(err))
 	}
+	return next
+}
+
+// restartOnly keeps the sections of changed that a running daemon does not
+// apply.
+func restartOnly(changed []string) []string {
+	var out []string
+	for _, s := range changed {
+		switch s {
+		case "startup_mode", "gateways", "dial_plans", "backends":
+		case "listen":
+			// listen.tls and listen.tcp are applied; udp and dtls are not,
+			// and the proxy refuses a file that changes them.
+		default:
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // changedSections names the top-level keys whose values differ between two
