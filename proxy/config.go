@@ -68,6 +68,9 @@ type BackendsConfig struct {
 
 // HealthConfig tunes the OPTIONS probes of the backend pool.
 type HealthConfig struct {
+	// Probe turns the OPTIONS probes on (default) or off; off, a server is
+	// only marked down by failures of real traffic (passive checks).
+	Probe     *bool         `yaml:"probe"`
 	Interval  time.Duration `yaml:"interval"`
 	Timeout   time.Duration `yaml:"timeout"`
 	DownAfter int           `yaml:"down_after"`
@@ -137,6 +140,10 @@ func (c *Config) SetDefaults() {
 	}
 	if b.Balance == "" {
 		b.Balance = "round-robin"
+	}
+	if b.Health.Probe == nil {
+		on := true
+		b.Health.Probe = &on
 	}
 	if b.Health.Interval == 0 {
 		b.Health.Interval = 5 * time.Second
@@ -301,6 +308,21 @@ func (c *Config) Validate(plans dialplan.Plans) configerr.List {
 		}
 	}
 
+	if b.Transport != "tls" && !b.AllowPlaintext {
+		for _, pl := range plans {
+			if !pl.RequiresTLS() {
+				continue
+			}
+			for i, sv := range b.Servers {
+				if host, _, err := net.SplitHostPort(sv.Address); err == nil && !isLoopback(host) {
+					errs.Add(fmt.Sprintf("backends.servers[%d].address", i),
+						"dial plan %q is %s but calls would leave over plain %s to %s: use transport tls, a loopback backend, or allow_plaintext: true", pl.Name, pl.Security, b.Transport, host)
+				}
+			}
+			break
+		}
+	}
+
 	l := c.Limits
 	if l.MaxConnections < 1 {
 		errs.Add("limits.max_connections", "must be at least 1")
@@ -333,6 +355,16 @@ func (c *Config) Validate(plans dialplan.Plans) configerr.List {
 		errs.Add("limits.drain_timeout", "must be positive")
 	}
 	return errs
+}
+
+// isLoopback reports whether host is a loopback address or "localhost":
+// the container-sidecar case, where the UM server shares the host.
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(strings.Trim(host, "[]"))
+	return err == nil && ip.IsLoopback()
 }
 
 func isIP(s string) bool {

@@ -28,8 +28,9 @@ func (s *Server) probeBackends() {
 			case <-tick.C:
 			}
 		}
-		for _, b := range s.rt().pool.servers {
-			if AdminState(b.admin.Load()) != AdminDisabled {
+		rt := s.rt()
+		for _, b := range rt.pool.servers {
+			if *rt.backends.Health.Probe && AdminState(b.admin.Load()) != AdminDisabled {
 				s.probe(b)
 			}
 		}

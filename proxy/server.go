@@ -150,10 +150,8 @@ func (s *Server) Run(ctx context.Context, ready chan<- struct{}) error {
 	go s.udpLoop()
 	s.wg.Add(1)
 	go s.txs.sweep(runCtx, &s.wg, s.expireTx)
-	if len(s.rt().pool.servers) > 0 {
-		s.wg.Add(1)
-		go s.probeBackends()
-	}
+	s.wg.Add(1)
+	go s.probeBackends()
 
 	s.ready.Store(true)
 	s.log.Info("umrouter serving",
@@ -161,6 +159,14 @@ func (s *Server) Run(ctx context.Context, ready chan<- struct{}) error {
 		zap.String("tls", s.cfg.Listen.TLS), zap.String("tcp", s.cfg.Listen.TCP),
 		zap.String("udp", s.udp.LocalAddr().String()),
 		zap.Int("gateways", len(s.rt().gateways)), zap.Int("backends", len(s.rt().backends.Servers)))
+	if first.backends.AllowPlaintext && first.backends.Transport != "tls" {
+		s.log.Warn("backends.allow_plaintext is set: calls of SIP Secured and Secured dial plans may leave toward the backends without TLS",
+			zap.String("transport", first.backends.Transport))
+	}
+	if first.backends.AllowPlaintext && first.backends.Transport != "tls" {
+		s.log.Warn("backends.allow_plaintext is set: calls of SIP Secured and Secured dial plans may leave toward the backends without TLS",
+			zap.String("transport", first.backends.Transport))
+	}
 	if s.certs.SelfSigned() {
 		s.log.Warn("serving with a self-signed certificate: Lync peers are refused, and gateways must trust it explicitly (umrouter cert export)")
 	}
