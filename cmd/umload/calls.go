@@ -61,6 +61,10 @@ func cmdCalls(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "umload: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
 	tlsConf, err := cf.setup()
 	if err == nil {
 		err = o.check()
@@ -201,7 +205,7 @@ func (r *callRun) run() (*report, error) {
 	if err := r.connect(); err != nil {
 		return nil, err
 	}
-	cpu0, self0 := r.cf.procs.cpu(), selfCPU()
+	cpuw := startCPU(r.cf.procs, r.cf.others)
 	r.startAt = time.Now()
 	r.stopAt = r.startAt.Add(r.o.dur)
 	r.lastDone.Store(r.startAt.UnixNano())
@@ -229,7 +233,7 @@ func (r *callRun) run() (*report, error) {
 	<-pacerDone
 	prog.end()
 	end := time.Unix(0, r.lastDone.Load())
-	cpu1, self1 := r.cf.procs.cpu(), selfCPU()
+	spent := cpuw.stop()
 	pss, rss := r.cf.procs.memory()
 	r.closing.Store(true)
 	for _, c := range r.conns {
@@ -262,15 +266,13 @@ func (r *callRun) run() (*report, error) {
 	rep.add("stray_responses", "responses matching no call", r.stray.Load())
 	rep.add("requests_received", "requests from the server answered", r.reqs.Load())
 	rep.add("connections_lost", "connections lost during the run", r.lostConns.Load())
+	spent.add(rep, r.cf.procs, r.cf.others)
 	if r.cf.procs.enabled() {
-		tcpu := cpu1 - cpu0
-		rep.add("target_cpu_s", "target CPU", tcpu)
-		rep.add("target_cpu_us_per_call", "target CPU per call (µs)", perUnit(tcpu, ok, time.Microsecond))
+		rep.add("target_cpu_us_per_call", "target CPU per call (µs)", perUnit(spent.target, ok, time.Microsecond))
 		rep.add("target_pss_kib", "target PSS at the end (KiB)", pss)
 		rep.add("target_rss_kib", "target RSS at the end (KiB)", rss)
 	}
-	rep.add("load_cpu_s", "umload CPU", self1-self0)
-	rep.add("load_cpu_us_per_call", "umload CPU per call (µs)", perUnit(self1-self0, ok, time.Microsecond))
+	rep.add("load_cpu_us_per_call", "umload CPU per call (µs)", perUnit(spent.self, ok, time.Microsecond))
 	return rep, nil
 }
 

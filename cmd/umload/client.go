@@ -24,14 +24,17 @@ type clientFlags struct {
 	serverName  string
 	insecure    bool
 	tlsVersion  string
+	curves      string
 	src         string
 	domain      string
 	pids        string
+	otherPIDs   string
 	dialTimeout time.Duration
 	quiet       bool
 	trace       bool
 
 	procs   targetProcs
+	others  targetProcs
 	sources []netip.Addr
 	nextSrc atomic.Uint64
 }
@@ -44,9 +47,11 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.serverName, "server-name", "", "TLS server name to verify and send as SNI (default: the target's host)")
 	fs.BoolVar(&c.insecure, "insecure", false, "do not verify the server certificate")
 	fs.StringVar(&c.tlsVersion, "tls", "1.3", "TLS `version`: 1.2, 1.3, or any (1.2 or 1.3, server's choice)")
+	fs.StringVar(&c.curves, "curves", "X25519,P256", "key exchange groups offered, in order of preference: X25519, P256, P384, X25519MLKEM768 (Go's default puts the post-quantum hybrid first; most gateways' TLS stacks do not offer it yet)")
 	fs.StringVar(&c.src, "src", "127.0.0.1", "source `address`es: one IP, or a range like 127.0.0.1-127.0.0.32 used in turn (more local ports for many connections)")
 	fs.StringVar(&c.domain, "domain", "", "host part of Request-URIs (default: the target host:port)")
 	fs.StringVar(&c.pids, "pids", "", "comma-separated `PIDs` of the server under test (descendants included): report its CPU and memory from /proc")
+	fs.StringVar(&c.otherPIDs, "other-pids", "", "comma-separated `PIDs` of other processes of the setup (e.g. the backend): their CPU is reported apart from the rest of the machine's")
 	fs.DurationVar(&c.dialTimeout, "dial-timeout", 5*time.Second, "bound on connect + TLS handshake")
 	fs.BoolVar(&c.quiet, "quiet", false, "print only the JSON line")
 	fs.BoolVar(&c.trace, "trace", false, "print every SIP message sent and received to stderr (for small runs)")
@@ -63,6 +68,9 @@ func (c *clientFlags) setup() (*tls.Config, error) {
 	}
 	if c.procs, err = parsePIDs(c.pids); err != nil {
 		return nil, err
+	}
+	if c.others, err = parsePIDs(c.otherPIDs); err != nil {
+		return nil, fmt.Errorf("-other%w", err)
 	}
 	if c.domain == "" {
 		c.domain = c.target
@@ -86,6 +94,13 @@ func (c *clientFlags) tlsConfig() (*tls.Config, error) {
 	default:
 		return nil, fmt.Errorf("-tls: %q is not 1.2, 1.3 or any", c.tlsVersion)
 	}
+	for _, name := range strings.Split(c.curves, ",") {
+		id, ok := curveIDs[strings.TrimSpace(name)]
+		if !ok {
+			return nil, fmt.Errorf("-curves: unknown group %q", name)
+		}
+		cfg.CurvePreferences = append(cfg.CurvePreferences, id)
+	}
 	if (c.cert == "") != (c.key == "") {
 		return nil, errors.New("-cert and -key go together")
 	}
@@ -108,6 +123,11 @@ func (c *clientFlags) tlsConfig() (*tls.Config, error) {
 		cfg.RootCAs = pool
 	}
 	return cfg, nil
+}
+
+var curveIDs = map[string]tls.CurveID{
+	"X25519": tls.X25519, "P256": tls.CurveP256, "P384": tls.CurveP384, "P521": tls.CurveP521,
+	"X25519MLKEM768": tls.X25519MLKEM768,
 }
 
 // parseSources reads "IP" or "IP-IP" (same /24 or wider, at most 4096

@@ -33,6 +33,10 @@ func cmdHandshake(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "umload: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
 	tlsConf, err := cf.setup()
 	switch {
 	case err != nil:
@@ -74,7 +78,7 @@ type handshakeRun struct {
 }
 
 func (h *handshakeRun) run(workers int, dur time.Duration, resume bool) *report {
-	cpu0, self0 := h.cf.procs.cpu(), selfCPU()
+	cpuw := startCPU(h.cf.procs, h.cf.others)
 	start := time.Now()
 	stopAt := start.Add(dur)
 	prog := startProgress(func() string {
@@ -103,7 +107,7 @@ func (h *handshakeRun) run(workers int, dur time.Duration, resume bool) *report 
 	wg.Wait()
 	prog.end()
 	elapsed := time.Since(start)
-	cpu1, self1 := h.cf.procs.cpu(), selfCPU()
+	spent := cpuw.stop()
 	var hh, hf histogram
 	for i := range hs {
 		hh.merge(&hs[i])
@@ -124,13 +128,11 @@ func (h *handshakeRun) run(workers int, dur time.Duration, resume bool) *report 
 	rep.add("handshakes_per_s", "handshakes/s", perSecond(ok, elapsed))
 	rep.add("handshake_ms", "connect + handshake", hh.summary())
 	rep.add("options_ms", "connect to OPTIONS 200", hf.summary())
+	spent.add(rep, h.cf.procs, h.cf.others)
 	if h.cf.procs.enabled() {
-		tcpu := cpu1 - cpu0
-		rep.add("target_cpu_s", "target CPU", tcpu)
-		rep.add("target_cpu_ms_per_handshake", "target CPU per connection (ms)", perUnit(tcpu, ok, time.Millisecond))
+		rep.add("target_cpu_ms_per_handshake", "target CPU per connection (ms)", perUnit(spent.target, ok, time.Millisecond))
 	}
-	rep.add("load_cpu_s", "umload CPU", self1-self0)
-	rep.add("load_cpu_ms_per_handshake", "umload CPU per connection (ms)", perUnit(self1-self0, ok, time.Millisecond))
+	rep.add("load_cpu_ms_per_handshake", "umload CPU per connection (ms)", perUnit(spent.self, ok, time.Millisecond))
 	return rep
 }
 

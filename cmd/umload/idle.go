@@ -7,9 +7,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -37,6 +40,10 @@ func cmdIdle(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "umload: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
 	tlsConf, err := cf.setup()
 	switch {
 	case err != nil:
@@ -53,8 +60,10 @@ func cmdIdle(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "umload idle:", err)
 		return 2
 	}
-	ir := &idleRun{cf: &cf, conf: tlsConf}
-	rep := ir.run(*k, *parallel, *probe, *settle, *dur, *keepalive)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ir := &idleRun{cf: &cf, conf: tlsConf, stderr: stderr}
+	rep := ir.run(ctx, *k, *parallel, *probe, *settle, *dur, *keepalive)
 	if err := rep.print(stdout, cf.quiet); err != nil {
 		fmt.Fprintln(stderr, "umload idle:", err)
 		return 1
@@ -66,6 +75,7 @@ func cmdIdle(args []string, stdout, stderr io.Writer) int {
 }
 
 type idleRun struct {
+	stderr io.Writer
 	cf     *clientFlags
 	conf   *tls.Config
 	opened atomic.Int64
@@ -74,7 +84,7 @@ type idleRun struct {
 	fails  reasons
 }
 
-func (ir *idleRun) run(k, parallel int, probe bool, settle, hold, keepalive time.Duration) *report {
+func (ir *idleRun) run(ctx context.Context, k, parallel int, probe bool, settle, hold, keepalive time.Duration) *report {
 	pss0, rss0 := ir.cf.procs.memory()
 	start := time.Now()
 	prog := startProgress(func() string {
@@ -111,10 +121,14 @@ func (ir *idleRun) run(k, parallel int, probe bool, settle, hold, keepalive time
 			}
 		}()
 	}
-	time.Sleep(settle)
+	sleepCtx(ctx, settle)
 	pss1, rss1 := ir.cf.procs.memory()
 	cpuHold0 := ir.cf.procs.cpu()
-	ir.keepAlive(conns, hold, keepalive)
+	// A line for scripts that run load beside the held connections.
+	fmt.Fprintf(ir.stderr, "umload idle: %d connections open, holding for %s\n", ir.opened.Load(), hold)
+	holdStart := time.Now()
+	ir.keepAlive(ctx, conns, hold, keepalive)
+	hold = time.Since(holdStart)
 	cpuHold1 := ir.cf.procs.cpu()
 	pss2, _ := ir.cf.procs.memory()
 	prog.end()
@@ -146,6 +160,16 @@ func (ir *idleRun) run(k, parallel int, probe bool, settle, hold, keepalive time
 		rep.add("target_cpu_hold_s", "target CPU while holding", cpuHold1-cpuHold0)
 	}
 	return rep
+}
+
+// sleepCtx sleeps for d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
 }
 
 func perConn(kib, n int64) float64 {
@@ -203,16 +227,15 @@ func (ir *idleRun) open(i int, probe bool) *tls.Conn {
 
 // keepAlive holds the connections for hold, writing CRLFCRLF on each
 // every keepalive, spread evenly over the interval.
-func (ir *idleRun) keepAlive(conns []*tls.Conn, hold, keepalive time.Duration) {
+func (ir *idleRun) keepAlive(ctx context.Context, conns []*tls.Conn, hold, keepalive time.Duration) {
 	var live []*tls.Conn
 	for _, tc := range conns {
 		if tc != nil {
 			live = append(live, tc)
 		}
 	}
-	end := time.Now().Add(hold)
 	if len(live) == 0 {
-		time.Sleep(hold)
+		sleepCtx(ctx, hold)
 		return
 	}
 	step := keepalive / time.Duration(len(live))
@@ -226,9 +249,16 @@ func (ir *idleRun) keepAlive(conns []*tls.Conn, hold, keepalive time.Duration) {
 		perTick = 1
 	}
 	next := 0
-	for now := range tick.C {
-		if now.After(end) {
+	stopAt := time.NewTimer(hold)
+	defer stopAt.Stop()
+	for {
+		var now time.Time
+		select {
+		case <-ctx.Done():
 			return
+		case <-stopAt.C:
+			return
+		case now = <-tick.C:
 		}
 		for range perTick {
 			tc := live[next%len(live)]

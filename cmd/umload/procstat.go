@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -153,3 +154,75 @@ func selfCPU() time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// hostCPU is the machine's CPU time so far, summed over all CPUs (first
+// line of /proc/stat): busy (user, nice, system, irq, softirq) and stolen
+// by the hypervisor.
+func hostCPU() (busy, steal time.Duration) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, 0
+	}
+	tick := func(i int) time.Duration {
+		n, _ := strconv.ParseInt(f[i], 10, 64)
+		return time.Duration(n) * time.Second / clockTicks
+	}
+	return tick(1) + tick(2) + tick(3) + tick(6) + tick(7), tick(8)
+}
+
+// cpuWindow measures who used the CPU during a load: the target, umload,
+// the other processes of the setup (-other-pids, e.g. the backend), and
+// everything else on the machine ("foreign": other users of a shared box,
+// which make a run noisy).
+type cpuWindow struct {
+	procs, others      targetProcs
+	target, self, othr time.Duration
+	host, steal        time.Duration
+	start              time.Time
+}
+
+func startCPU(procs, others targetProcs) *cpuWindow {
+	w := &cpuWindow{procs: procs, others: others}
+	w.target, w.self, w.othr = procs.cpu(), selfCPU(), others.cpu()
+	w.host, w.steal = hostCPU()
+	w.start = time.Now()
+	return w
+}
+
+// cpuSpent is what a window measured.
+type cpuSpent struct {
+	target, self, others, foreign, steal time.Duration
+	wall                                 time.Duration
+}
+
+func (w *cpuWindow) stop() cpuSpent {
+	var s cpuSpent
+	s.target, s.self, s.others = w.procs.cpu()-w.target, selfCPU()-w.self, w.others.cpu()-w.othr
+	host, steal := hostCPU()
+	s.steal = steal - w.steal
+	s.foreign = max(0, host-w.host-s.target-s.self-s.others)
+	s.wall = time.Since(w.start)
+	return s
+}
+
+// add reports the window; n is the count of work units (calls,
+// connections) and unit its name in keys ("call") and labels.
+func (s cpuSpent) add(rep *report, procs, others targetProcs) {
+	if procs.enabled() {
+		rep.add("target_cpu_s", "target CPU", s.target)
+	}
+	rep.add("load_cpu_s", "umload CPU", s.self)
+	if others.enabled() {
+		rep.add("other_cpu_s", "other processes of the setup (-other-pids) CPU", s.others)
+	}
+	rep.add("foreign_cpu_s", "CPU used by anything else on the machine", s.foreign)
+	rep.add("foreign_cpu_share", "... as a share of the machine", round3(s.foreign.Seconds()/(s.wall.Seconds()*float64(numCPU()))))
+	rep.add("steal_s", "CPU stolen by the hypervisor", s.steal)
+}
+
+func numCPU() int { return runtime.NumCPU() }

@@ -42,6 +42,10 @@ func cmdUAS(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "umload: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
 	if o.dur <= 0 || o.dur > maxDuration || o.readers < 1 || o.maxCalls < 1 {
 		fmt.Fprintln(stderr, "umload uas: -d, -n and -readers must be positive (-d at most 24h)")
 		return 2
