@@ -27,6 +27,8 @@
 #   --backend B         sipp (default; bench/sipp/uas.xml) or umload (umload uas)
 #   --profile           after the runs, profile umrouter under load (a) with
 #                       a bench-only pprof build; top functions are printed
+#   --rev REV           build umrouter from git revision REV (git archive) instead
+#                       of the working tree
 #   --out DIR           copy the report, raw JSON results and logs to DIR
 #   --keep              keep the work directory
 #
@@ -37,7 +39,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-QUICK=0 REPS="" TARGETS="umrouter kamailio floor" BACKEND=sipp PROFILE=0 OUT="" KEEP=0
+QUICK=0 REPS="" TARGETS="umrouter kamailio floor" BACKEND=sipp PROFILE=0 OUT="" KEEP=0 REV=""
 while (($#)); do
   case $1 in
     --quick) QUICK=1 ;;
@@ -46,6 +48,7 @@ while (($#)); do
     --backend) BACKEND=${2:?}; shift ;;
     --profile) PROFILE=1 ;;
     --out) OUT=${2:?}; shift ;;
+    --rev) REV=${2:?}; shift ;;
     --keep) KEEP=1 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
@@ -136,12 +139,18 @@ P_UMR=$((BASE + 61)) P_KAM_TLS=$((BASE + 62)) P_KAM_UDP=$((BASE + 63)) P_FLOOR=$
 P_BACKEND=$((BASE + 70)) P_ADMIN=$((BASE + 90)) P_PPROF=$((BASE + 91))
 
 # ---- build --------------------------------------------------------------------
-log "building umrouter, umload and the floor server from $ROOT"
-(cd "$ROOT" && go build -o "$WORK/bin/umrouter" ./cmd/umrouter && go build -o "$WORK/bin/umload" ./cmd/umload &&
-  go build -o "$WORK/bin/floor" ./bench/floor) || die "go build failed"
+SRC=$ROOT # where umrouter is built from
+if [[ -n $REV ]]; then
+  SRC=$WORK/src
+  mkdir -p "$SRC" && git -C "$ROOT" archive "$REV" | tar -x -C "$SRC" || die "git archive $REV failed"
+  REV_DESC=$(git -C "$ROOT" rev-parse --short "$REV")
+fi
+log "building umrouter from ${REV:+revision $REV in }$SRC, umload and the floor server from $ROOT"
+(cd "$SRC" && go build -o "$WORK/bin/umrouter" ./cmd/umrouter) || die "go build ./cmd/umrouter failed (try --rev HEAD)"
+(cd "$ROOT" && go build -o "$WORK/bin/umload" ./cmd/umload && go build -o "$WORK/bin/floor" ./bench/floor) || die "go build failed"
 if ((PROFILE)); then
-  printf '{"Replace":{"%s/cmd/umrouter/zz_umbench_pprof.go":"%s/bench/pprof/hook.go"}}' "$ROOT" "$ROOT" >"$WORK/overlay.json"
-  (cd "$ROOT" && go build -tags umbench_pprof -overlay "$WORK/overlay.json" -o "$WORK/bin/umrouter-pprof" ./cmd/umrouter) ||
+  printf '{"Replace":{"%s/cmd/umrouter/zz_umbench_pprof.go":"%s/bench/pprof/hook.go"}}' "$SRC" "$ROOT" >"$WORK/overlay.json"
+  (cd "$SRC" && go build -tags umbench_pprof -overlay "$WORK/overlay.json" -o "$WORK/bin/umrouter-pprof" ./cmd/umrouter) ||
     die "go build of the pprof variant failed"
 fi
 UMLOAD=$WORK/bin/umload
@@ -390,30 +399,47 @@ if ((PROFILE)) && [[ " $TARGETS " == *" umrouter "* ]]; then
   target_stop umrouter profile
   backend_stop profile
   cp "$WORK/bin/umrouter-pprof" "$WORK/profile/"
-  (cd "$ROOT" && go tool pprof -top -nodecount=45 "$WORK/bin/umrouter-pprof" "$WORK/profile/cpu.pprof" >"$WORK/profile/cpu-top.txt" 2>/dev/null &&
+  (cd "$SRC" && go tool pprof -top -nodecount=45 "$WORK/bin/umrouter-pprof" "$WORK/profile/cpu.pprof" >"$WORK/profile/cpu-top.txt" 2>/dev/null &&
     go tool pprof -top -cum -nodecount=60 "$WORK/bin/umrouter-pprof" "$WORK/profile/cpu.pprof" >"$WORK/profile/cpu-top-cum.txt" 2>/dev/null &&
     go tool pprof -top -sample_index=alloc_space -nodecount=30 "$WORK/bin/umrouter-pprof" "$WORK/profile/allocs.pprof" >"$WORK/profile/alloc-top.txt" 2>/dev/null) || true
 fi
 
 # ---- report ----------------------------------------------------------------------
-# med TARGET LOAD JQPATH: median over the repetitions ("" when no value).
+# A repetition of a load is "noisy" when other processes of the machine used
+# more than NOISE_MAX of all CPUs meanwhile (umload's foreign_cpu_share).
+NOISE_MAX=${NOISE_MAX:-0.25}
+# med TARGET LOAD JQPATH: median over the quiet repetitions; when every
+# repetition was noisy, the median of all of them followed by "~".
 med() {
-  local vals
-  vals=$(for rep in $(seq "$REPS"); do
+  local quiet all rep f
+  quiet=$(for rep in $(seq "$REPS"); do
+    f=$WORK/results/$1.$rep.$2.json
+    [[ -f $f ]] && jq -r --argjson m "$NOISE_MAX" "select((.foreign_cpu_share // 0) <= \$m) | $3 // empty" "$f"
+  done | sort -g)
+  all=$(for rep in $(seq "$REPS"); do
     f=$WORK/results/$1.$rep.$2.json
     [[ -f $f ]] && jq -r "$3 // empty" "$f"
   done | sort -g)
-  [[ -z $vals ]] && return 0
-  awk '{v[NR]=$1} END{ if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2 }' <<<"$vals"
+  if [[ -n $quiet ]]; then median <<<"$quiet"; elif [[ -n $all ]]; then echo "$(median <<<"$all")~"; fi
 }
-sum() { local s=0 v; for rep in $(seq "$REPS"); do f=$WORK/results/$1.$rep.$2.json; [[ -f $f ]] && { v=$(jq -r "$3 // 0" "$f"); s=$(awk -v a="$s" -v b="$v" 'BEGIN{print a+b}'); }; done; echo "$s"; }
-fmt() { [[ -z $1 ]] && { echo "–"; return; }; awk -v v="$1" -v d="${2:-1}" 'BEGIN{printf "%.*f", d, v}'; }
-ratio() { [[ -z $1 || -z $2 ]] && { echo "–"; return; }; awk -v a="$1" -v b="$2" 'BEGIN{ if (b == 0) print "–"; else printf "%.2f×", a/b }'; }
-verdict() { # verdict VALUE OP LIMIT
-  [[ -z $1 ]] && { echo "not measured"; return; }
-  awk -v v="$1" -v op="$2" -v l="$3" 'BEGIN{ ok = (op == "le") ? (v <= l) : (v >= l); print ok ? "**met**" : "not met" }'
+median() { awk '{v[NR]=$1} END{ if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2 }'; }
+sum() { local s=0 v rep f; for rep in $(seq "$REPS"); do f=$WORK/results/$1.$rep.$2.json; [[ -f $f ]] && { v=$(jq -r "$3 // 0" "$f"); s=$(awk -v a="$s" -v b="$v" 'BEGIN{print a+b}'); }; done; echo "$s"; }
+num() { echo "${1%\~}"; }
+noisy() { local x; for x in "$@"; do [[ $x == *~ ]] && return 0; done; return 1; }
+fmt() { [[ -z $1 ]] && { echo "–"; return; }; awk -v v="$(num "$1")" -v d="${2:-1}" 'BEGIN{printf "%.*f", d, v}'; noisy "$1" && echo -n "~"; echo; }
+ratio() {
+  [[ -z $1 || -z $2 ]] && { echo "–"; return; }
+  awk -v a="$(num "$1")" -v b="$(num "$2")" 'BEGIN{ if (b == 0) printf "–"; else printf "%.2f×", a/b }'
+  noisy "$1" "$2" && echo -n "~"; echo
 }
-ratio_num() { [[ -z $1 || -z $2 ]] && return 0; awk -v a="$1" -v b="$2" 'BEGIN{ if (b != 0) printf "%.4f", a/b }'; }
+ratio_num() { [[ -z $1 || -z $2 ]] && return 0; awk -v a="$(num "$1")" -v b="$(num "$2")" 'BEGIN{ if (b != 0) printf "%.4f", a/b }'; }
+# verdict VALUE OP LIMIT INPUTS...: met / not met, or not judged when an input is noisy.
+verdict() {
+  local v=$1 op=$2 l=$3; shift 3
+  [[ -z $v ]] && { echo "not measured"; return; }
+  noisy "$@" && { echo "noisy: not judged"; return; }
+  awk -v v="$v" -v op="$op" -v l="$l" 'BEGIN{ ok = (op == "le") ? (v <= l) : (v >= l); print ok ? "**met**" : "not met" }'
+}
 has() { [[ " $TARGETS " == *" $1 "* ]]; }
 
 declare -A V
@@ -446,7 +472,11 @@ g() { echo "${V[$1]:-}"; }
 {
   echo "## bench/run.sh results"
   echo
-  echo "- $(date -u '+%Y-%m-%d %H:%M UTC'); tree $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
+  if [[ -n $REV ]]; then
+    echo "- $(date -u '+%Y-%m-%d %H:%M UTC'); umrouter at revision $REV_DESC"
+  else
+    echo "- $(date -u '+%Y-%m-%d %H:%M UTC'); umrouter from the working tree at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
+  fi
   echo "- $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(uname -sr), $(go version | cut -d' ' -f3)"
   has kamailio && echo "- $(kamailio -v 2>/dev/null | head -1 | cut -d' ' -f1-3), $KAM_CHILDREN UDP + $KAM_TCP_CHILDREN TLS workers, shm allocator $KAM_MEM, $(openssl version | cut -d' ' -f1-2)$([[ -n $KAM_PRELOAD ]] && echo ', OpenSSL-after-fork shim')"
   echo "- backend: $BACKEND; repetitions: $REPS (medians)$( ((QUICK)) && echo '; **--quick: short loads, indicative only**')"
@@ -455,27 +485,27 @@ g() { echo "${V[$1]:-}"; }
   echo "| figure | umrouter | Kamailio | floor | umrouter / Kamailio | goal | goal status |"
   echo "|---|---|---|---|---|---|---|"
   r=$(ratio_num "$(g umrouter.cpu)" "$(g kamailio.cpu)")
-  echo "| (a) CPU per call, µs | $(fmt "$(g umrouter.cpu)") | $(fmt "$(g kamailio.cpu)") | $(fmt "$(g floor.cpu)") | $(ratio "$(g umrouter.cpu)" "$(g kamailio.cpu)") | ≤ 0.5× Kamailio | $(verdict "$r" le 0.5) |"
+  echo "| (a) CPU per call, µs | $(fmt "$(g umrouter.cpu)") | $(fmt "$(g kamailio.cpu)") | $(fmt "$(g floor.cpu)") | $(ratio "$(g umrouter.cpu)" "$(g kamailio.cpu)") | ≤ 0.5× Kamailio | $(verdict "$r" le 0.5 "$(g umrouter.cpu)" "$(g kamailio.cpu)") |"
   r=$(ratio_num "$(g umrouter.cps)" "$(g kamailio.cps)")
-  echo "| (a) calls/s, shared box | $(fmt "$(g umrouter.cps)" 0) | $(fmt "$(g kamailio.cps)" 0) | $(fmt "$(g floor.cps)" 0) | $(ratio "$(g umrouter.cps)" "$(g kamailio.cps)") | ≥ 1.2× Kamailio | $(verdict "$r" ge 1.2) |"
+  echo "| (a) calls/s, shared box | $(fmt "$(g umrouter.cps)" 0) | $(fmt "$(g kamailio.cps)" 0) | $(fmt "$(g floor.cps)" 0) | $(ratio "$(g umrouter.cps)" "$(g kamailio.cps)") | ≥ 1.2× Kamailio | $(verdict "$r" ge 1.2 "$(g umrouter.cps)" "$(g kamailio.cps)") |"
   echo "| failed calls, all call loads | $(g umrouter.fail) | $(g kamailio.fail) | $(g floor.fail) | | 0 | $([[ $(g umrouter.fail) == 0 ]] && echo '**met**' || echo 'not met') |"
   echo "| (a) p99 INVITE→200, ms (saturated) | $(fmt "$(g umrouter.p99a)" 2) | $(fmt "$(g kamailio.p99a)" 2) | $(fmt "$(g floor.p99a)" 2) | $(ratio "$(g umrouter.p99a)" "$(g kamailio.p99a)") | | |"
   r=$(ratio_num "$(g umrouter.p99)" "$(g kamailio.p99)")
-  echo "| (b) p99 INVITE→200 at ${B_RATE}/s, ms | $(fmt "$(g umrouter.p99)" 2) | $(fmt "$(g kamailio.p99)" 2) | $(fmt "$(g floor.p99)" 2) | $(ratio "$(g umrouter.p99)" "$(g kamailio.p99)") | ≤ 0.5× Kamailio | $(verdict "$r" le 0.5) |"
+  echo "| (b) p99 INVITE→200 at ${B_RATE}/s, ms | $(fmt "$(g umrouter.p99)" 2) | $(fmt "$(g kamailio.p99)" 2) | $(fmt "$(g floor.p99)" 2) | $(ratio "$(g umrouter.p99)" "$(g kamailio.p99)") | ≤ 0.5× Kamailio | $(verdict "$r" le 0.5 "$(g umrouter.p99)" "$(g kamailio.p99)") |"
   echo "| (b) p50 INVITE→200 at ${B_RATE}/s, ms | $(fmt "$(g umrouter.p50)" 2) | $(fmt "$(g kamailio.p50)" 2) | $(fmt "$(g floor.p50)" 2) | $(ratio "$(g umrouter.p50)" "$(g kamailio.p50)") | | |"
   r=$(ratio_num "$(g umrouter.hs)" "$(g floor.hs)")
-  echo "| (c) CPU per new mTLS connection, ms | $(fmt "$(g umrouter.hs)" 2) | $(fmt "$(g kamailio.hs)" 2) | $(fmt "$(g floor.hs)" 2) | $(ratio "$(g umrouter.hs)" "$(g kamailio.hs)") ($(ratio "$(g umrouter.hs)" "$(g floor.hs)") floor) | ≤ 1.2× floor | $(verdict "$r" le 1.2) |"
+  echo "| (c) CPU per new mTLS connection, ms | $(fmt "$(g umrouter.hs)" 2) | $(fmt "$(g kamailio.hs)" 2) | $(fmt "$(g floor.hs)" 2) | $(ratio "$(g umrouter.hs)" "$(g kamailio.hs)") ($(ratio "$(g umrouter.hs)" "$(g floor.hs)") floor) | ≤ 1.2× floor | $(verdict "$r" le 1.2 "$(g umrouter.hs)" "$(g floor.hs)") |"
   echo "| (c) new connections/s | $(fmt "$(g umrouter.hsps)" 0) | $(fmt "$(g kamailio.hsps)" 0) | $(fmt "$(g floor.hsps)" 0) | $(ratio "$(g umrouter.hsps)" "$(g kamailio.hsps)") | | |"
   r=$(ratio_num "$(g umrouter.res)" "$(g umrouter.hs)")
-  echo "| (c) CPU per resumed connection, ms (% resumed) | $(fmt "$(g umrouter.res)" 2) ($(fmt "$(g umrouter.resn)" 0) %) | $(fmt "$(g kamailio.res)" 2) ($(fmt "$(g kamailio.resn)" 0) %) | $(fmt "$(g floor.res)" 2) ($(fmt "$(g floor.resn)" 0) %) | $(ratio "$(g umrouter.res)" "$(g kamailio.res)") | a fraction of a full one (≤ 0.5×) | $(verdict "$r" le 0.5) |"
-  echo "| (d) PSS per idle connection at ${IDLE_KS[0]}, KiB | $(fmt "$(g umrouter.pss1)") | $(fmt "$(g kamailio.pss1)") | $(fmt "$(g floor.pss1)") | $(ratio "$(g umrouter.pss1)" "$(g kamailio.pss1)") | ≤ 32 KiB | $(verdict "$(g umrouter.pss1)" le 32) |"
+  echo "| (c) CPU per resumed connection, ms (% resumed) | $(fmt "$(g umrouter.res)" 2) ($(fmt "$(g umrouter.resn)" 0) %) | $(fmt "$(g kamailio.res)" 2) ($(fmt "$(g kamailio.resn)" 0) %) | $(fmt "$(g floor.res)" 2) ($(fmt "$(g floor.resn)" 0) %) | $(ratio "$(g umrouter.res)" "$(g kamailio.res)") | a fraction of a full one (≤ 0.5×) | $(verdict "$r" le 0.5 "$(g umrouter.res)" "$(g umrouter.hs)") |"
+  echo "| (d) PSS per idle connection at ${IDLE_KS[0]}, KiB | $(fmt "$(g umrouter.pss1)") | $(fmt "$(g kamailio.pss1)") | $(fmt "$(g floor.pss1)") | $(ratio "$(g umrouter.pss1)" "$(g kamailio.pss1)") | ≤ 32 KiB | $(verdict "$(num "$(g umrouter.pss1)")" le 32) |"
   if ((${#IDLE_KS[@]} > 1)); then
     r=$(ratio_num "$(g umrouter.pss2)" "$(g umrouter.pss1)")
     echo "| (d) PSS per idle connection at ${IDLE_KS[1]}, KiB | $(fmt "$(g umrouter.pss2)") | $(fmt "$(g kamailio.pss2)") | $(fmt "$(g floor.pss2)") | $(ratio "$(g umrouter.pss2)" "$(g kamailio.pss2)") | flat (within 1.2× of ${IDLE_KS[0]}): $(ratio "$(g umrouter.pss2)" "$(g umrouter.pss1)") | $(verdict "$r" le 1.2) |"
   fi
   if ((BUSY_IDLE)); then
     r=$(ratio_num "$(g umrouter.busy)" "$(g umrouter.cpu)")
-    echo "| (e) CPU per call beside ${BUSY_IDLE} idle, µs | $(fmt "$(g umrouter.busy)") | $(fmt "$(g kamailio.busy)") | $(fmt "$(g floor.busy)") | $(ratio "$(g umrouter.busy)" "$(g kamailio.busy)") | ≤ 1.2× quiet (a): $(ratio "$(g umrouter.busy)" "$(g umrouter.cpu)") | $(verdict "$r" le 1.2) |"
+    echo "| (e) CPU per call beside ${BUSY_IDLE} idle, µs | $(fmt "$(g umrouter.busy)") | $(fmt "$(g kamailio.busy)") | $(fmt "$(g floor.busy)") | $(ratio "$(g umrouter.busy)" "$(g kamailio.busy)") | ≤ 1.2× quiet (a): $(ratio "$(g umrouter.busy)" "$(g umrouter.cpu)") | $(verdict "$r" le 1.2 "$(g umrouter.busy)" "$(g umrouter.cpu)") |"
   fi
   echo "| BYE before ACK at the backend | $(g umrouter.order) | $(g kamailio.order) | n/a | | 0 | $([[ $(g umrouter.order) == 0 ]] && echo '**met**' || echo 'not met') |"
   echo "| crashes | $(g umrouter.crash) | $(g kamailio.crash) | $(g floor.crash) | | | |"
@@ -488,6 +518,7 @@ g() { echo "${V[$1]:-}"; }
     noise+="$t median $(awk '{v[NR]=$1} END{printf "%.0f", v[int((NR+1)/2)]*100}' <<<"$vals") %, max $(tail -1 <<<"$vals" | awk '{printf "%.0f", $1*100}') %; "
   done
   echo "CPU used by other processes of the machine during the loads (share of all CPUs; noise): ${noise%; }."
+  echo "Medians are over the repetitions where that share stayed ≤ $(awk -v m="$NOISE_MAX" 'BEGIN{print m*100}') %; \"~\" marks a figure for which every repetition was noisier (shown, not judged)."
   if has umrouter; then
     echo
     echo "umrouter allocations during (a), median: $(fmt "$(med umrouter gomem .allocs_per_call)" 0) allocations and $(fmt "$(med umrouter gomem .alloc_kib_per_call)" 1) KiB per call; $(fmt "$(med umrouter gomem .gc_cycles)" 0) GC cycles."

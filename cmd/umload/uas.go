@@ -29,7 +29,7 @@ func cmdUAS(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	o := uasConfig{}
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:5070", "UDP `address` to serve")
-	fs.IntVar(&o.readers, "readers", 2, "goroutines reading the socket")
+	fs.IntVar(&o.readers, "readers", 1, "goroutines reading the socket (more than 1 may handle back-to-back datagrams out of order, e.g. a BYE before its ACK)")
 	fs.IntVar(&o.buffer, "buffer", 8<<20, "socket receive and send buffer `bytes` (SO_RCVBUFFORCE when permitted)")
 	fs.DurationVar(&o.answerDelay, "answer-delay", 0, "time between 180 and 200")
 	fs.DurationVar(&o.dur, "d", 10*time.Minute, "serve for at most `D`")
@@ -87,10 +87,10 @@ type uas struct {
 	seed   maphash.Seed
 	shards [64]uasShard
 
-	invites, acks, byes, options, cancels, others   atomic.Int64
-	retransIn, retrans200, byeBeforeAck, byeUnknown atomic.Int64
-	ackTimeout, noBye, malformed                    atomic.Int64
-	calls                                           atomic.Int64
+	invites, acks, byes, options, cancels, others               atomic.Int64
+	retransIn, retrans200, byeBeforeAck, byeUnknown, byeRetrans atomic.Int64
+	ackTimeout, noBye, malformed                                atomic.Int64
+	calls                                                       atomic.Int64
 }
 
 type uasShard struct {
@@ -106,7 +106,9 @@ type uasCall struct {
 	answered bool   // 200 sent
 	acked    bool
 	byeDone  bool
-	canceled bool // answered 487: the ACK ends it
+	canceled bool      // answered 487: the ACK ends it
+	ended    bool      // ACK and BYE (or CANCEL) seen: kept until endedAt + 32 s
+	endedAt  time.Time // to answer retransmissions
 	created  time.Time
 	nextRtx  time.Time
 	interval time.Duration
@@ -224,10 +226,11 @@ func (u *uas) handle(m *message, from netip.AddrPort, out []byte) []byte {
 		u.acks.Add(1)
 		sh := u.shard(m.callID)
 		sh.mu.Lock()
-		if c := sh.calls[string(m.callID)]; c != nil {
-			c.acked = true
-			if c.byeDone || c.canceled {
-				delete(sh.calls, string(m.callID))
+		if c := sh.calls[string(m.callID)]; c != nil && !c.acked {
+			c.acked, c.last = true, nil
+			c.ended = c.byeDone || c.canceled
+			if c.ended {
+				c.endedAt = time.Now()
 			}
 		}
 		sh.mu.Unlock()
@@ -237,13 +240,15 @@ func (u *uas) handle(m *message, from netip.AddrPort, out []byte) []byte {
 		sh := u.shard(m.callID)
 		sh.mu.Lock()
 		c := sh.calls[string(m.callID)]
-		if c != nil {
+		if c != nil && !c.byeDone {
 			c.byeDone = true
-			if c.acked {
-				delete(sh.calls, string(m.callID))
-			} else {
+			if !c.acked {
 				u.byeBeforeAck.Add(1)
+			} else {
+				c.ended, c.endedAt = true, time.Now()
 			}
+		} else if c != nil {
+			u.byeRetrans.Add(1)
 		}
 		sh.mu.Unlock()
 		if c == nil {
@@ -349,7 +354,10 @@ func (u *uas) sweep(now time.Time) {
 		for id, c := range sh.calls {
 			age := now.Sub(c.created)
 			switch {
-			case c.canceled && (c.acked || age > 32*time.Second):
+			case c.ended && now.Sub(c.endedAt) > 32*time.Second:
+				delete(sh.calls, id)
+			case c.ended:
+			case c.canceled && age > 32*time.Second:
 				delete(sh.calls, id)
 			case c.answered && !c.acked && age > 32*time.Second:
 				u.ackTimeout.Add(1)
@@ -387,6 +395,7 @@ func (u *uas) report() *report {
 	rep.add("retransmitted_200", "2xx retransmitted (ACK late)", u.retrans200.Load())
 	rep.add("bye_before_ack", "BYE before its ACK", u.byeBeforeAck.Load())
 	rep.add("bye_unknown_call", "BYE for no call (481)", u.byeUnknown.Load())
+	rep.add("bye_retransmissions", "BYE retransmissions answered again", u.byeRetrans.Load())
 	rep.add("ack_timeout", "2xx never ACKed (32 s)", u.ackTimeout.Load())
 	rep.add("no_bye", "calls never ended by BYE (64 s)", u.noBye.Load())
 	rep.add("malformed", "malformed datagrams", u.malformed.Load())
