@@ -75,6 +75,7 @@ func cmdCalls(args []string, stdout, stderr io.Writer) int {
 	}
 	r := newCallRun(o, &cf, tlsConf)
 	rep, err := r.run()
+	cf.stopProfile()
 	if err != nil {
 		fmt.Fprintln(stderr, "umload calls:", err)
 		return 1

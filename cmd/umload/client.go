@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -32,6 +33,7 @@ type clientFlags struct {
 	dialTimeout time.Duration
 	quiet       bool
 	trace       bool
+	cpuProfile  string
 
 	procs   targetProcs
 	others  targetProcs
@@ -54,6 +56,7 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.otherPIDs, "other-pids", "", "comma-separated `PIDs` of other processes of the setup (e.g. the backend): their CPU is reported apart from the rest of the machine's")
 	fs.DurationVar(&c.dialTimeout, "dial-timeout", 5*time.Second, "bound on connect + TLS handshake")
 	fs.BoolVar(&c.quiet, "quiet", false, "print only the JSON line")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write umload's own CPU profile to `file` (to check that the load generator is not the bottleneck)")
 	fs.BoolVar(&c.trace, "trace", false, "print every SIP message sent and received to stderr (for small runs)")
 }
 
@@ -74,6 +77,15 @@ func (c *clientFlags) setup() (*tls.Config, error) {
 	}
 	if c.domain == "" {
 		c.domain = c.target
+	}
+	if c.cpuProfile != "" {
+		f, err := os.Create(c.cpuProfile)
+		if err != nil {
+			return nil, fmt.Errorf("-cpuprofile: %w", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return nil, fmt.Errorf("-cpuprofile: %w", err)
+		}
 	}
 	return c.tlsConfig()
 }
@@ -128,6 +140,13 @@ func (c *clientFlags) tlsConfig() (*tls.Config, error) {
 var curveIDs = map[string]tls.CurveID{
 	"X25519": tls.X25519, "P256": tls.CurveP256, "P384": tls.CurveP384, "P521": tls.CurveP521,
 	"X25519MLKEM768": tls.X25519MLKEM768,
+}
+
+// stopProfile ends -cpuprofile, if any.
+func (c *clientFlags) stopProfile() {
+	if c.cpuProfile != "" {
+		pprof.StopCPUProfile()
+	}
 }
 
 // parseSources reads "IP" or "IP-IP" (same /24 or wider, at most 4096

@@ -56,6 +56,7 @@ func cmdHandshake(args []string, stdout, stderr io.Writer) int {
 	}
 	h := &handshakeRun{cf: &cf, conf: tlsConf, total: int64(*total)}
 	rep := h.run(*workers, *dur, *resume)
+	cf.stopProfile()
 	if err := rep.print(stdout, cf.quiet); err != nil {
 		fmt.Fprintln(stderr, "umload handshake:", err)
 		return 1

@@ -64,6 +64,7 @@ func cmdIdle(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	ir := &idleRun{cf: &cf, conf: tlsConf, stderr: stderr}
 	rep := ir.run(ctx, *k, *parallel, *probe, *settle, *dur, *keepalive)
+	cf.stopProfile()
 	if err := rep.print(stdout, cf.quiet); err != nil {
 		fmt.Fprintln(stderr, "umload idle:", err)
 		return 1
