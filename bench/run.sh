@@ -32,6 +32,12 @@
 #   --out DIR           copy the report, raw JSON results and logs to DIR
 #   --keep              keep the work directory
 #
+# Environment: NOISE_MAX (0.25: share of the CPUs that other processes may
+# use during a load before its figures count as noisy), QUIET_WAIT (90 s, 0
+# with --quick: how long to wait for a quiet machine before each load),
+# KAM_CHILDREN / KAM_TCP_CHILDREN (4 / 4 Kamailio UDP / TLS workers),
+# KAM_MEM (fm: Kamailio's memory manager, -x/-X), KAM_MODULES.
+#
 # Needs: go, openssl, jq, ss; kamailio and kamailio-tls-modules (Debian);
 # sipp (Debian sip-tester) for the default backend; gcc for Kamailio 5.6's
 # OpenSSL-after-fork workaround (bench/kamailio/openssl_fork_reset.c).
@@ -67,6 +73,7 @@ else
   A_N=30000 A_D=30s B_D=20s C_D=20s R_D=10s IDLE_KS=(1000 5000) BUSY_IDLE=5000 SETTLE=3s MAX_SECONDS=$((20 * 60 * REPS + 600))
 fi
 B_RATE=2000
+NOISE_MAX=${NOISE_MAX:-0.25} # see wait_quiet and med
 
 # ---- bookkeeping, cleanup and the global time bound -------------------------
 WORK=$(mktemp -d /tmp/umbench.XXXXXX)
@@ -309,12 +316,35 @@ target_stop() { # target_stop TARGET LABEL: stop it and record crashes
 
 # run_load LABEL LOAD UMLOAD-ARGS...: one umload run against the current
 # target; its JSON line goes to results/LABEL.LOAD.json.
+# wait_quiet: on a shared machine, wait (up to QUIET_WAIT seconds) until the
+# CPUs are less than NOISE_MAX busy with our own processes idle, so that a
+# load does not start in the middle of somebody else's build.
+cpu_busy_share() { # busy share of all CPUs over 1 s, from /proc/stat
+  local a b
+  a=$(head -1 /proc/stat); sleep 1; b=$(head -1 /proc/stat)
+  awk -v a="$a" -v b="$b" 'BEGIN{ split(a, x); split(b, y); busy = 0; all = 0
+    for (i = 2; i <= 9; i++) { d = y[i] - x[i]; all += d; if (i != 5 && i != 6) busy += d }
+    printf "%.2f", all ? busy / all : 0 }'
+}
+wait_quiet() {
+  local waited=0 share
+  ((QUIET_WAIT > 0)) || { sleep 0.5; return 0; }
+  while :; do
+    share=$(cpu_busy_share)
+    awk -v s="$share" -v m="$NOISE_MAX" 'BEGIN{ exit !(s <= m) }' && return 0
+    ((waited == 0)) && log "machine busy ($(awk -v s="$share" 'BEGIN{printf "%.0f", s*100}') % of the CPUs): waiting up to ${QUIET_WAIT}s for quiet"
+    waited=$((waited + 1))
+    ((waited >= QUIET_WAIT)) && { log "still busy: running anyway (the figures will be marked noisy)"; return 0; }
+  done
+}
+QUIET_WAIT=${QUIET_WAIT:-$( ((QUICK)) && echo 0 || echo 90)}
+
 OTHER_PIDS="" # the backend and helpers: their CPU is reported apart
 run_load() {
   local label=$1 load=$2 out others=$OTHER_PIDS; shift 2
   out=$WORK/results/$label.$load.json
   [[ -n $BACKEND_PID ]] && kill -0 "$BACKEND_PID" 2>/dev/null && others+="${others:+,}$BACKEND_PID"
-  sleep 1 # let the target settle after the previous load (closing connections, GC)
+  wait_quiet # also lets the target settle after the previous load (closing connections, GC)
   "$UMLOAD" "$@" -target "$T_ADDR" "${CLIENT[@]}" -pids "$T_PID" ${others:+-other-pids "$others"} \
     >"$WORK/results/$label.$load.out" 2>"$WORK/logs/$label.$load.umload.log" || true
   tail -1 "$WORK/results/$label.$load.out" | jq -c . >"$out" 2>/dev/null || echo '{"error":"no result"}' >"$out"
@@ -407,7 +437,6 @@ fi
 # ---- report ----------------------------------------------------------------------
 # A repetition of a load is "noisy" when other processes of the machine used
 # more than NOISE_MAX of all CPUs meanwhile (umload's foreign_cpu_share).
-NOISE_MAX=${NOISE_MAX:-0.25}
 # med TARGET LOAD JQPATH: median over the quiet repetitions; when every
 # repetition was noisy, the median of all of them followed by "~".
 med() {
