@@ -185,8 +185,8 @@ func (s *Server) readLoop(c *streamConn) {
 					code, phrase = 413, "Request Entity Too Large"
 				}
 				if resp := errorResponseFor(fr.partial(), code, phrase); resp != nil {
-					_ = c.send(resp)
 					s.m.Refusals.WithLabelValues(strconv.Itoa(code), reason).Inc()
+					_ = c.send(resp)
 				}
 				s.log.Warn("connection closed: unreadable stream", append(connFields(c), zap.String("reason", reason), errField(err))...)
 			}

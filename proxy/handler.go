@@ -33,7 +33,7 @@ func (s *Server) handleFrame(c *streamConn, frame []byte) {
 		c.peerGen = r.gen
 	}
 	p := c.identity()
-	s.handleMessage(c, p, msg)
+	s.handleMessage(c, p, msg, frame)
 	if p.refusal != "" {
 		c.closeAfterWrite.Store(true)
 	}
@@ -48,15 +48,17 @@ func (s *Server) handleDatagram(f udpFlow, b []byte) {
 		return
 	}
 	msg.SetSource(f.addr.String())
-	s.handleMessage(f, &p, msg)
+	s.handleMessage(f, &p, msg, b)
 }
 
-func (s *Server) handleMessage(f flow, p *peer, msg sip.Message) {
+// handleMessage routes a parsed message; raw is its bytes, valid only
+// during the call (the read loop reuses the buffer).
+func (s *Server) handleMessage(f flow, p *peer, msg sip.Message, raw []byte) {
 	switch m := msg.(type) {
 	case *sip.Request:
-		s.handleRequest(f, p, m)
+		s.handleRequest(f, p, m, raw)
 	case *sip.Response:
-		s.handleResponse(f, p, m)
+		s.handleResponse(f, p, m, raw)
 	}
 }
 
@@ -66,8 +68,8 @@ func (s *Server) malformed(f flow, p peer, frame []byte, err error) {
 	s.m.MalformedMessages.WithLabelValues(lower(f.viaTransport()), "parse").Inc()
 	s.log.Info("malformed message", zap.String("remote", f.remoteAddr().String()), zap.String("side", p.side.String()), zap.Error(err))
 	if resp := badRequestFor(frame); resp != nil {
-		_ = f.send(resp)
 		s.m.Refusals.WithLabelValues("400", "malformed").Inc()
+		_ = f.send(resp)
 	}
 }
 
@@ -121,11 +123,12 @@ func (s *Server) refuse(f flow, p *peer, req *sip.Request, code int, reason, war
 	for _, h := range extra {
 		res.AppendHeader(h)
 	}
-	_ = f.send([]byte(res.String()))
+	// Counted before it is sent: whoever saw the answer sees it counted.
 	s.m.Refusals.WithLabelValues(strconv.Itoa(code), reason).Inc()
 	if p.side == sideGateway {
 		s.m.Responses.WithLabelValues(string(req.Method), codeClass(code)).Inc()
 	}
+	_ = f.send([]byte(res.String()))
 	fields := []zap.Field{zap.Int("code", code), zap.String("reason", reason), zap.String("method", string(req.Method)),
 		zap.String("call_id", callID(req)), zap.String("remote", f.remoteAddr().String())}
 	if p.gateway != nil {
@@ -134,7 +137,7 @@ func (s *Server) refuse(f flow, p *peer, req *sip.Request, code int, reason, war
 	s.log.Info("request refused", fields...)
 }
 
-func (s *Server) handleRequest(f flow, p *peer, req *sip.Request) {
+func (s *Server) handleRequest(f flow, p *peer, req *sip.Request, raw []byte) {
 	if req.Via() == nil || req.From() == nil || req.To() == nil || req.CallID() == nil || req.CSeq() == nil {
 		if req.Via() != nil {
 			s.refuse(f, p, req, 400, "missing_header", "mandatory header missing")
@@ -220,7 +223,7 @@ func (s *Server) handleRequest(f flow, p *peer, req *sip.Request) {
 	s.countRequest(req, p, planName)
 
 	if req.Method == sip.ACK {
-		s.forwardStateless(f, p, req, toward, popped)
+		s.forwardStateless(f, p, req, raw, toward, popped)
 		return
 	}
 	if s.rt().backends.Mode == "redirect" && req.Method == sip.INVITE && p.side == sideGateway && !inDialog && !popped.found {
@@ -228,6 +231,8 @@ func (s *Server) handleRequest(f flow, p *peer, req *sip.Request) {
 		return
 	}
 	tx := s.newTransaction(f, p, req, planName)
+	tx.raw = append([]byte(nil), raw...)
+	tx.popped = popped.count
 	if req.Method == sip.INVITE {
 		trying := sip.NewResponseFromRequest(req, 100, "Trying", nil)
 		_ = f.send([]byte(trying.String()))
@@ -370,6 +375,7 @@ func (s *Server) looped(req *sip.Request) bool {
 // poppedRoute is what our own Route entries told us.
 type poppedRoute struct {
 	found   bool
+	count   int    // how many Route entries were ours
 	plan    string // the dial plan the call was admitted under
 	toward  side
 	flowID  uint64
@@ -390,6 +396,7 @@ func (s *Server) popOwnRoutes(req *sip.Request) poppedRoute {
 			return pr
 		}
 		pr.found = true
+		pr.count++
 		pr.toward = sideBackend
 		if v, ok := r.Address.UriParams.Get("dp"); ok {
 			pr.plan = v
@@ -413,8 +420,8 @@ func (s *Server) answerOptions(f flow, req *sip.Request) {
 	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
 	res.AppendHeader(sip.NewHeader("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, PRACK, REFER, NOTIFY"))
 	res.AppendHeader(sip.NewHeader("Accept", "application/sdp"))
-	_ = f.send([]byte(res.String()))
 	s.m.Responses.WithLabelValues("OPTIONS", "2xx").Inc()
+	_ = f.send([]byte(res.String()))
 }
 
 func (s *Server) newBranch() string {
@@ -576,15 +583,15 @@ func (s *Server) noBackend(tx *transaction) {
 func (s *Server) sendTx(tx *transaction, out flow, b *backendServer) error {
 	old := tx.branch
 	tx.branch = s.newBranch()
-	fwd := tx.req.Clone()
-	fwd.PrependHeader(s.ourVia(out.viaTransport(), tx.branch, tx.in))
+	tx.via = s.ourVia(out.viaTransport(), tx.branch, tx.in)
+	var top []sip.Header
 	if tx.method == sip.INVITE && !tx.req.To().Params.Has("tag") {
 		// Double Record-Route (RFC 5658): the entry facing the next hop on top.
-		fwd.PrependHeader(s.recordRoute(oppositeSide(tx.inSide), out.viaTransport(), out, tx.gateway, tx.plan),
+		top = append(top, s.recordRoute(oppositeSide(tx.inSide), out.viaTransport(), out, tx.gateway, tx.plan),
 			s.recordRoute(tx.inSide, tx.in.viaTransport(), tx.in, tx.gateway, tx.plan))
 	}
-	tx.fwd = fwd
-	tx.bytes = []byte(fwd.String())
+	top = append([]sip.Header{tx.via}, top...)
+	tx.bytes = s.forwardedBytes(tx.req, tx.raw, tx.popped, top)
 	tx.out = out
 	tx.backend = b
 	tx.state = txCalling
@@ -608,6 +615,26 @@ func (s *Server) sendTx(tx *transaction, out flow, b *backendServer) error {
 		s.m.BackendRequests.WithLabelValues(b.addr, "ok").Inc()
 	}
 	return nil
+}
+
+// forwardedBytes serialises req for the next hop with the headers top on
+// top: by editing raw (the request as received) when its shape allows,
+// else from the parsed model, whose routes and Max-Forwards were already
+// edited in place.
+func (s *Server) forwardedBytes(req *sip.Request, raw []byte, popped int, top []sip.Header) []byte {
+	var hb strings.Builder
+	for _, h := range top {
+		h.StringWrite(&hb)
+		hb.WriteString("\r\n")
+	}
+	if raw != nil {
+		if b, ok := forwardBytes(make([]byte, 0, len(raw)+hb.Len()), raw, []byte(hb.String()), popped); ok {
+			return b
+		}
+	}
+	fwd := req.Clone()
+	fwd.PrependHeader(top...)
+	return []byte(fwd.String())
 }
 
 func oppositeSide(sd side) side {
@@ -698,7 +725,7 @@ func nextHop(req *sip.Request) (string, int) {
 }
 
 // forwardStateless relays an ACK for a 2xx (end to end, no transaction).
-func (s *Server) forwardStateless(f flow, p *peer, req *sip.Request, toward side, pr poppedRoute) {
+func (s *Server) forwardStateless(f flow, p *peer, req *sip.Request, raw []byte, toward side, pr poppedRoute) {
 	var out flow
 	if toward == sideGateway {
 		if c := s.connByID(pr.flowID); c != nil && pr.flowID != 0 {
@@ -716,8 +743,7 @@ func (s *Server) forwardStateless(f flow, p *peer, req *sip.Request, toward side
 		s.log.Debug("ACK dropped: no next hop", zap.String("call_id", callID(req)))
 		return
 	}
-	req.PrependHeader(s.ourVia(out.viaTransport(), s.newBranch(), f))
-	_ = out.send([]byte(req.String()))
+	_ = out.send(s.forwardedBytes(req, raw, pr.count, []sip.Header{s.ourVia(out.viaTransport(), s.newBranch(), f)}))
 }
 
 func (s *Server) absorbAck(tx *transaction) {
@@ -763,36 +789,36 @@ func (s *Server) handleCancel(f flow, p *peer, req *sip.Request) {
 // sendCancel sends CANCEL for the forwarded INVITE (RFC 3261 §9.1): same
 // branch, Request-URI, Route set and CSeq number.
 func (s *Server) sendCancel(tx *transaction) {
-	c := sip.NewRequest(sip.CANCEL, tx.fwd.Recipient)
-	c.AppendHeader(tx.fwd.Via().Clone())
-	for _, h := range tx.fwd.GetHeaders("Route") {
+	c := sip.NewRequest(sip.CANCEL, tx.req.Recipient)
+	c.AppendHeader(tx.via)
+	for _, h := range tx.req.GetHeaders("Route") {
 		c.AppendHeader(sip.HeaderClone(h))
 	}
 	mf := sip.MaxForwardsHeader(70)
 	c.AppendHeader(&mf)
-	c.AppendHeader(sip.HeaderClone(tx.fwd.From()))
-	c.AppendHeader(sip.HeaderClone(tx.fwd.To()))
-	c.AppendHeader(sip.HeaderClone(tx.fwd.CallID()))
-	c.AppendHeader(&sip.CSeqHeader{SeqNo: tx.fwd.CSeq().SeqNo, MethodName: sip.CANCEL})
+	c.AppendHeader(sip.HeaderClone(tx.req.From()))
+	c.AppendHeader(sip.HeaderClone(tx.req.To()))
+	c.AppendHeader(sip.HeaderClone(tx.req.CallID()))
+	c.AppendHeader(&sip.CSeqHeader{SeqNo: tx.req.CSeq().SeqNo, MethodName: sip.CANCEL})
 	c.SetBody(nil)
 	_ = tx.out.send([]byte(c.String()))
 }
 
 // sendAck acknowledges a non-2xx final response hop by hop (RFC 3261 §17.1.1.3).
 func (s *Server) sendAck(tx *transaction, res *sip.Response) {
-	a := sip.NewRequest(sip.ACK, tx.fwd.Recipient)
-	a.AppendHeader(tx.fwd.Via().Clone())
-	for _, h := range tx.fwd.GetHeaders("Route") {
+	a := sip.NewRequest(sip.ACK, tx.req.Recipient)
+	a.AppendHeader(tx.via)
+	for _, h := range tx.req.GetHeaders("Route") {
 		a.AppendHeader(sip.HeaderClone(h))
 	}
 	mf := sip.MaxForwardsHeader(70)
 	a.AppendHeader(&mf)
-	a.AppendHeader(sip.HeaderClone(tx.fwd.From()))
+	a.AppendHeader(sip.HeaderClone(tx.req.From()))
 	if to := res.To(); to != nil {
 		a.AppendHeader(sip.HeaderClone(to))
 	}
-	a.AppendHeader(sip.HeaderClone(tx.fwd.CallID()))
-	a.AppendHeader(&sip.CSeqHeader{SeqNo: tx.fwd.CSeq().SeqNo, MethodName: sip.ACK})
+	a.AppendHeader(sip.HeaderClone(tx.req.CallID()))
+	a.AppendHeader(&sip.CSeqHeader{SeqNo: tx.req.CSeq().SeqNo, MethodName: sip.ACK})
 	a.SetBody(nil)
 	_ = tx.out.send([]byte(a.String()))
 }
@@ -814,7 +840,7 @@ func (s *Server) respondLocal(tx *transaction, code int, reason, warning string,
 
 // handleResponse relays a response to the sender of the transaction it
 // belongs to, or statelessly by its Via when the transaction is over.
-func (s *Server) handleResponse(f flow, p *peer, res *sip.Response) {
+func (s *Server) handleResponse(f flow, p *peer, res *sip.Response, raw []byte) {
 	via := res.Via()
 	if via == nil || res.CSeq() == nil {
 		s.m.MalformedMessages.WithLabelValues(lower(f.viaTransport()), "missing_header").Inc()
@@ -827,7 +853,7 @@ func (s *Server) handleResponse(f flow, p *peer, res *sip.Response) {
 	}
 	tx := s.txs.byBranch(branch)
 	if tx == nil {
-		s.forwardResponseStateless(res, via)
+		s.forwardResponseStateless(res, raw, via)
 		return
 	}
 	tx.mu.Lock()
@@ -863,8 +889,7 @@ func (s *Server) handleResponse(f flow, p *peer, res *sip.Response) {
 	}
 	if code < 200 {
 		tx.gotProvisional = true
-		res.RemoveHeader("Via")
-		s.relay(tx, []byte(res.String()), code)
+		s.relay(tx, upstreamBytes(res, raw), code)
 		return
 	}
 	if tx.method == sip.INVITE && code >= 300 {
@@ -882,8 +907,7 @@ func (s *Server) handleResponse(f flow, p *peer, res *sip.Response) {
 		s.forwardToPoolLocked(tx)
 		return
 	}
-	res.RemoveHeader("Via")
-	s.relayFinal(tx, []byte(res.String()), code, res)
+	s.relayFinal(tx, upstreamBytes(res, raw), code, res)
 }
 
 // checkAnswer applies the call's dial plan to the SDP of a 2xx to an INVITE
@@ -905,8 +929,8 @@ func (s *Server) checkAnswer(tx *transaction, res *sip.Response) dialplan.Decisi
 // is acknowledged and hung up, and the gateway, which never saw the 2xx,
 // gets the refusal as the INVITE's final response. Call with tx.mu held.
 func (s *Server) refuseAnswer(tx *transaction, res *sip.Response, d dialplan.Decision) {
-	ack := s.inDialogToNextHop(tx, res, sip.ACK, tx.fwd.CSeq().SeqNo)
-	bye := s.inDialogToNextHop(tx, res, sip.BYE, tx.fwd.CSeq().SeqNo+1)
+	ack := s.inDialogToNextHop(tx, res, sip.ACK, tx.req.CSeq().SeqNo)
+	bye := s.inDialogToNextHop(tx, res, sip.BYE, tx.req.CSeq().SeqNo+1)
 	_ = tx.out.send([]byte(ack.String())) // one message per send: UDP carries one per datagram
 	_ = tx.out.send([]byte(bye.String()))
 	s.uncount(tx)
@@ -918,7 +942,7 @@ func (s *Server) refuseAnswer(tx *transaction, res *sip.Response, d dialplan.Dec
 // inDialogToNextHop builds a request of umrouter's own in the dialog that
 // res (a 2xx from the next hop) established: ACK or BYE to its Contact.
 func (s *Server) inDialogToNextHop(tx *transaction, res *sip.Response, method sip.RequestMethod, seq uint32) *sip.Request {
-	target := tx.fwd.Recipient
+	target := tx.req.Recipient
 	if ct := res.Contact(); ct != nil {
 		target = ct.Address
 	}
@@ -926,9 +950,9 @@ func (s *Server) inDialogToNextHop(tx *transaction, res *sip.Response, method si
 	r.AppendHeader(s.ourVia(tx.out.viaTransport(), s.newBranch(), nil))
 	mf := sip.MaxForwardsHeader(70)
 	r.AppendHeader(&mf)
-	r.AppendHeader(sip.HeaderClone(tx.fwd.From()))
+	r.AppendHeader(sip.HeaderClone(tx.req.From()))
 	r.AppendHeader(sip.HeaderClone(res.To()))
-	r.AppendHeader(sip.HeaderClone(tx.fwd.CallID()))
+	r.AppendHeader(sip.HeaderClone(tx.req.CallID()))
 	r.AppendHeader(&sip.CSeqHeader{SeqNo: seq, MethodName: method})
 	r.SetBody(nil)
 	return r
@@ -960,18 +984,19 @@ func (s *Server) relay(tx *transaction, b []byte, code int) {
 		return // our own request: nobody upstream
 	}
 	tx.lastResponse = b
-	if err := tx.in.send(b); errors.Is(err, errTooLargeForDTLS) {
-		s.log.Warn("response not relayed: too large for the DTLS association", zap.String("call_id", tx.callID), zap.Int("code", code), zap.Error(err))
-	}
 	if tx.inSide == sideGateway {
 		s.m.Responses.WithLabelValues(string(tx.method), codeClass(code)).Inc()
+	}
+	if err := tx.in.send(b); errors.Is(err, errTooLargeForDTLS) {
+		s.log.Warn("response not relayed: too large for the DTLS association", zap.String("call_id", tx.callID), zap.Int("code", code), zap.Error(err))
 	}
 }
 
 // relayFinal sends a final response upstream and retires tx. Call with tx.mu held.
 func (s *Server) relayFinal(tx *transaction, b []byte, code int, res *sip.Response) {
-	s.relay(tx, b, code)
+	// Accounted before it is sent: whoever saw the answer sees the count.
 	s.accountCall(tx, code)
+	s.relay(tx, b, code)
 	if tx.onFinal != nil {
 		tx.onFinal(code, retryAfterOf(res, 0))
 	}
@@ -981,6 +1006,7 @@ func (s *Server) relayFinal(tx *transaction, b []byte, code int, res *sip.Respon
 	if tx.method == sip.INVITE && code >= 300 && tx.in != nil {
 		// Keep it to absorb the sender's ACK (and retransmitted finals).
 		tx.state = txCompleted
+		tx.settled.Store(true)
 		tx.retransAt = time.Time{}
 		tx.deadline = time.Now().Add(completedWindow)
 		return
@@ -1017,9 +1043,20 @@ func (s *Server) uncount(tx *transaction) {
 	}
 }
 
+// upstreamBytes is a response as it goes upstream: without our Via. It
+// edits the received bytes when their shape allows, else serialises the
+// parsed response.
+func upstreamBytes(res *sip.Response, raw []byte) []byte {
+	if b, ok := cutTopVia(make([]byte, 0, len(raw)), raw); ok {
+		return b
+	}
+	res.RemoveHeader("Via")
+	return []byte(res.String())
+}
+
 // forwardResponseStateless relays a response that outlived its transaction
 // (a retransmitted or forked 2xx) using the flow id in our Via.
-func (s *Server) forwardResponseStateless(res *sip.Response, via *sip.ViaHeader) {
+func (s *Server) forwardResponseStateless(res *sip.Response, raw []byte, via *sip.ViaHeader) {
 	fl, ok := via.Params.Get("fl")
 	if !ok {
 		return
@@ -1029,8 +1066,7 @@ func (s *Server) forwardResponseStateless(res *sip.Response, via *sip.ViaHeader)
 	if c == nil {
 		return
 	}
-	res.RemoveHeader("Via")
-	_ = c.send([]byte(res.String()))
+	_ = c.send(upstreamBytes(res, raw))
 }
 
 // expireTx is the sweeper's visit: retransmit over UDP, fail over or time

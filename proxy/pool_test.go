@@ -221,7 +221,7 @@ func TestKilledBackendCostsNoCallThatHadNotReachedIt(t *testing.T) {
 	pki := newTestPKI(t)
 	cfg, plans := baseConfig(uas[0].Addr(), uas[1].Addr(), uas[2].Addr())
 	probes := true
-	cfg.Backends.Health = HealthConfig{Probe: &probes, Interval: 200 * time.Millisecond, Timeout: 150 * time.Millisecond, DownAfter: 2, UpAfter: 2}
+	cfg.Backends.Health = HealthConfig{Probe: &probes, Interval: time.Second, Timeout: 900 * time.Millisecond, DownAfter: 2, UpAfter: 2}
 	p := startProxy(t, pki, cfg, plans)
 	victim := uas[1]
 	up := func() float64 { return testutil.ToFloat64(p.m.BackendUp.WithLabelValues(victim.Addr())) }

@@ -48,10 +48,12 @@ type transaction struct {
 
 	in     flow // where responses go
 	inSide side
-	req    *sip.Request // as received
-	fwd    *sip.Request // as forwarded
+	req    *sip.Request // as received, its own Route entries popped
+	raw    []byte       // req's bytes as received (forwarding edits a copy)
+	popped int          // how many of raw's Route entries were ours
+	via    *sip.ViaHeader
 	out    flow
-	bytes  []byte // fwd serialised, for UDP retransmission
+	bytes  []byte // as forwarded, for UDP retransmission
 
 	backend *backendServer   // next hop when toward the pool
 	tried   []*backendServer // servers already attempted (failover)
@@ -66,7 +68,10 @@ type transaction struct {
 	probe   bool
 	onFinal func(code int, retryAfter time.Duration)
 
-	state          txState
+	state txState
+	// settled mirrors "state is txCompleted" for readers that must not take
+	// mu while holding the table's lock (txTable.len).
+	settled        atomic.Bool
 	gotProvisional bool // a 101-199 came back: failover is no longer allowed
 	cancelled      bool // CANCEL received from the sender
 	lastResponse   []byte
@@ -97,7 +102,7 @@ func (t *txTable) len() int {
 	defer t.mu.Unlock()
 	n := 0
 	for _, tx := range t.client {
-		if tx.state != txCompleted {
+		if !tx.settled.Load() {
 			n++
 		}
 	}

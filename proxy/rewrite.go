@@ -1,0 +1,150 @@
+package proxy
+
+import (
+	"bytes"
+	"strconv"
+)
+
+// The forwarding fast path edits the bytes of a message instead of cloning
+// sipgo's model and serialising it again (DESIGN.md: clone-and-reserialise
+// cost the naive proxies a third of their CPU). It handles the common
+// shapes; anything unusual (folded lines, several values in one Via or
+// Route line) makes it report false, and the caller serialises the parsed
+// message instead, which is always correct.
+
+// headerLine is one header line of a message: raw[start:end] includes its
+// CRLF; the name is raw[start:nameEnd] and the value starts at valueStart.
+type headerLine struct {
+	start, nameEnd, valueStart, end int
+}
+
+// scanHeaders calls fn for each header line of raw, after the start line, up
+// to the empty line. It returns the offset of the body (after the empty
+// line) and false when a line is folded or not terminated by CRLF.
+func scanHeaders(raw []byte, fn func(h headerLine) bool) (int, bool) {
+	i := bytes.Index(raw, crlf)
+	if i < 0 {
+		return 0, false
+	}
+	pos := i + 2
+	for pos < len(raw) {
+		j := bytes.Index(raw[pos:], crlf)
+		if j < 0 {
+			return 0, false
+		}
+		if j == 0 {
+			return pos + 2, true // the empty line
+		}
+		line := raw[pos : pos+j]
+		if line[0] == ' ' || line[0] == '\t' {
+			return 0, false // folded continuation: leave it to the full parser
+		}
+		colon := bytes.IndexByte(line, ':')
+		if colon <= 0 {
+			return 0, false
+		}
+		nameEnd := pos + colon
+		for nameEnd > pos && (raw[nameEnd-1] == ' ' || raw[nameEnd-1] == '\t') {
+			nameEnd--
+		}
+		vs := pos + colon + 1
+		for vs < pos+j && (raw[vs] == ' ' || raw[vs] == '\t') {
+			vs++
+		}
+		if !fn(headerLine{start: pos, nameEnd: nameEnd, valueStart: vs, end: pos + j + 2}) {
+			return 0, false
+		}
+		pos += j + 2
+	}
+	return 0, false
+}
+
+var crlf = []byte("\r\n")
+
+// nameIs reports whether the header name raw[h.start:h.nameEnd] is long or
+// its compact form (case-insensitive).
+func (h headerLine) nameIs(raw []byte, long, compact string) bool {
+	name := raw[h.start:h.nameEnd]
+	return bytes.EqualFold(name, []byte(long)) || (compact != "" && bytes.EqualFold(name, []byte(compact)))
+}
+
+// singleValue reports whether a header value holds one element: no comma
+// outside quotes and angle brackets.
+func singleValue(v []byte) bool {
+	quoted, angle := false, false
+	for _, c := range v {
+		switch {
+		case c == '"':
+			quoted = !quoted
+		case quoted:
+		case c == '<':
+			angle = true
+		case c == '>':
+			angle = false
+		case c == ',' && !angle:
+			return false
+		}
+	}
+	return true
+}
+
+// cutTopVia returns raw without its first Via header line (our own, on a
+// response going upstream), appended to dst.
+func cutTopVia(dst, raw []byte) ([]byte, bool) {
+	cut := headerLine{start: -1}
+	_, ok := scanHeaders(raw, func(h headerLine) bool {
+		if cut.start < 0 && h.nameIs(raw, "Via", "v") {
+			cut = h
+			return singleValue(raw[h.valueStart : h.end-2])
+		}
+		return true
+	})
+	if !ok || cut.start < 0 {
+		return dst, false
+	}
+	dst = append(dst, raw[:cut.start]...)
+	return append(dst, raw[cut.end:]...), true
+}
+
+// forwardBytes appends to dst the request raw as it leaves toward the next
+// hop: top lines (our Via, our Record-Route entries) inserted after the
+// request line, the first popRoutes Route lines removed (our own, popped
+// when routing), Max-Forwards decremented. It returns false when the shape
+// is not one it edits (the caller serialises the parsed request instead).
+func forwardBytes(dst, raw, top []byte, popRoutes int) ([]byte, bool) {
+	first := bytes.Index(raw, crlf)
+	if first < 0 {
+		return dst, false
+	}
+	mark := len(dst)
+	dst = append(dst, raw[:first+2]...)
+	dst = append(dst, top...)
+	last := first + 2
+	sawMaxForwards := false
+	_, ok := scanHeaders(raw, func(h headerLine) bool {
+		switch {
+		case popRoutes > 0 && h.nameIs(raw, "Route", ""):
+			if !singleValue(raw[h.valueStart : h.end-2]) {
+				return false
+			}
+			dst = append(dst, raw[last:h.start]...)
+			last = h.end
+			popRoutes--
+		case h.nameIs(raw, "Max-Forwards", ""):
+			n, err := strconv.Atoi(string(bytes.TrimSpace(raw[h.valueStart : h.end-2])))
+			if err != nil || n < 1 {
+				return false
+			}
+			dst = append(dst, raw[last:h.valueStart]...)
+			dst = strconv.AppendInt(dst, int64(n-1), 10)
+			dst = append(dst, crlf...)
+			last = h.end
+			sawMaxForwards = true
+		}
+		return true
+	})
+	if !ok || popRoutes > 0 || !sawMaxForwards {
+		return dst[:mark], false
+	}
+	return append(dst, raw[last:]...), true
+}
