@@ -7,6 +7,8 @@
 package metrics
 
 import (
+	"strings"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -47,6 +49,14 @@ type Metrics struct {
 	Reloads *prometheus.CounterVec
 	// MalformedMessages counts messages that could not be parsed, by transport and reason.
 	MalformedMessages *prometheus.CounterVec
+	// AdminAuthFailures counts admin API requests refused for want of
+	// valid credentials, by reason (no_credentials, bad_token).
+	AdminAuthFailures *prometheus.CounterVec
+	// BuildInfo is 1, labelled with the version of the running binary.
+	BuildInfo *prometheus.GaugeVec
+
+	// state is read at every scrape by the state collector (see SetStateSource).
+	state stateCollector
 }
 
 // New creates the collectors and registers them, with the Go runtime and
@@ -97,13 +107,42 @@ func New() *Metrics {
 		MalformedMessages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "umrouter_malformed_messages_total", Help: "Messages that could not be parsed, by transport and reason.",
 		}, []string{"transport", "reason"}),
+		AdminAuthFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "umrouter_admin_auth_failures_total", Help: "Admin API requests refused for want of valid credentials, by reason.",
+		}, []string{"reason"}),
+		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "umrouter_build_info", Help: "Always 1; the labels name the running binary's version and Go version.",
+		}, []string{"version", "go_version"}),
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	m.Registry.MustRegister(m.collectors()...)
+	return m
+}
+
+// collectors are umrouter's own collectors, in declaration order.
+func (m *Metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{
 		m.Connections, m.Handshakes, m.Requests, m.Responses, m.Refusals, m.CallsActive,
 		m.CallSetupSeconds, m.BackendUp, m.BackendProbeSeconds, m.BackendRequests, m.CertificateNotAfter, m.Reloads,
-		m.MalformedMessages,
-	)
-	return m
+		m.MalformedMessages, m.AdminAuthFailures, m.BuildInfo, &m.state,
+	}
+}
+
+// fqName extracts a descriptor's metric name. prometheus.Desc keeps it
+// unexported; its String form is documented as `Desc{fqName: "NAME", ...`.
+func fqName(d *prometheus.Desc) string {
+	s := d.String()
+	const key = `fqName: "`
+	i := strings.Index(s, key)
+	if i < 0 {
+		return ""
+	}
+	s = s[i+len(key):]
+	if j := strings.IndexByte(s, '"'); j >= 0 {
+		return s[:j]
+	}
+	return ""
 }

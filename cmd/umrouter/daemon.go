@@ -9,8 +9,10 @@ import (
 	"os"
 	"os/signal"
 	"reflect"
+	"runtime"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -81,6 +83,13 @@ func (d *daemon) load() (*document, []string) {
 // proxy, admin server, then serve until ctx is cancelled. It returns the
 // process exit code: 0 after a graceful stop, 1 when start-up fails or the
 // proxy stops on its own.
+//
+// A graceful stop (ctx cancelled: SIGTERM, Ctrl-C) has two phases, each
+// bounded by limits.drain_timeout: first the node drains (new calls get 503
+// with Retry-After, readiness turns false, established calls and
+// transactions continue, in-dialog requests still pass) until no call and
+// no transaction is left; then the proxy closes its listeners and finishes
+// the transactions still in flight.
 func (d *daemon) run(ctx context.Context) int {
 	doc, problems := d.load()
 	if problems != nil {
@@ -98,8 +107,17 @@ func (d *daemon) run(ctx context.Context) int {
 	if len(doc.Gateways) == 0 {
 		log.Warn("no gateway configured: every peer is refused until a gateways section is written")
 	}
+	notify, err := newNotifier(d.env)
+	if err != nil {
+		log.Warn("systemd notification disabled", zap.Error(err))
+	}
+	if notify.enabled() {
+		log.Info("systemd notification socket found: readiness, reloads and stop will be reported",
+			zap.Duration("watchdog_interval", notify.watchdog))
+	}
 
 	m := metrics.New()
+	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 	certs, err := tlsmgr.Open(doc.TLS, log.Named("tlsmgr"))
 	if err != nil {
 		log.Error("certificates unusable, not starting", zap.Error(err))
@@ -122,6 +140,7 @@ func (d *daemon) run(ctx context.Context) int {
 		log.Error("proxy configuration refused, not starting", zap.Error(err))
 		return 1
 	}
+	m.SetStateSource(func() metrics.State { return metricsState(srv.Status()) })
 
 	// SIGHUP is caught before anything answers on the network: once the
 	// admin server is up, a reload request can no longer kill the process.
@@ -129,17 +148,30 @@ func (d *daemon) run(ctx context.Context) int {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
-	// runCtx also ends when the admin server fails, so that a daemon whose
-	// probes cannot answer is not left running blind.
-	runCtx, cancelRun := context.WithCancel(ctx)
+	// runCtx is the proxy's life. It is not derived from ctx: a stop
+	// request first drains calls (below) and only then ends the proxy. It
+	// also ends when the admin server fails, so that a daemon whose probes
+	// cannot answer is not left running blind.
+	runCtx, cancelRun := context.WithCancel(context.Background())
 	defer cancelRun()
 	var stopping atomic.Bool
-	admin := metrics.NewAdminServer(doc.Admin, m, func() error {
-		if stopping.Load() {
-			return errors.New("shutting down")
-		}
-		return srv.ReadyError()
+	ctl := &control{d: d, srv: srv, certs: certs, reloads: make(chan chan reloadResult), stopped: make(chan struct{})}
+	ctl.doc.Store(doc)
+	admin, err := metrics.NewAdminServer(doc.Admin, m, metrics.AdminOptions{
+		Ready: func() error {
+			if stopping.Load() {
+				return errors.New("shutting down")
+			}
+			return srv.ReadyError()
+		},
+		Control:     ctl,
+		Certificate: certs.ServerConfig().GetCertificate,
 	}, log.Named("admin"))
+	if err != nil {
+		log.Error("not starting", zap.Error(err))
+		return 1
+	}
+	ctl.admin = admin
 	if err := admin.Listen(); err != nil {
 		log.Error("not starting", zap.Error(err))
 		return 1
@@ -165,25 +197,71 @@ func (d *daemon) run(ctx context.Context) int {
 	proxyDone := make(chan error, 1)
 	go func() { proxyDone <- srv.Run(runCtx, proxyReady) }()
 
+	// The watchdog is fed from this loop, not from a goroutine of its own:
+	// a loop stuck in a reload stops feeding it, and systemd notices.
+	var watchdog <-chan time.Time
+	if notify.watchdog > 0 {
+		t := time.NewTicker(notify.watchdog)
+		defer t.Stop()
+		watchdog = t.C
+	}
+	var drain drainState
+	defer drain.stop()
+
 	code := 0
-	done := runCtx.Done()
+	done := ctx.Done()
 	adminFailed := (<-chan error)(adminDone)
 	for proxyDone != nil {
 		select {
 		case <-proxyReady:
-			log.Info("SIP listeners up")
 			proxyReady = nil
+			log.Info("SIP listeners up")
+			d.notifyErr(log, notify.ready(serviceStatus(srv)))
+		case <-watchdog:
+			d.notifyErr(log, notify.ping())
 		case <-hup:
-			doc = d.reload(doc, srv, certs, m, log)
+			log.Info("SIGHUP: reloading configuration and certificates")
+			doc, _ = d.reloadNotified(doc, srv, certs, admin, m, notify, log)
+			ctl.doc.Store(doc)
+		case reply := <-ctl.reloads:
+			log.Info("admin API: reloading configuration and certificates")
+			var res reloadResult
+			doc, res = d.reloadNotified(doc, srv, certs, admin, m, notify, log)
+			ctl.doc.Store(doc)
+			reply <- res
 		case err := <-adminFailed:
 			log.Error("admin server failed, stopping", zap.Error(err))
 			adminFailed, adminDone = nil, nil
 			code = 1
 			cancelRun()
 		case <-done:
-			stopping.Store(true)
-			log.Info("stopping: no new connections, draining in-flight transactions")
 			done = nil
+			stopping.Store(true)
+			srv.Drain()
+			st := srv.Status()
+			log.Info("stopping: new calls are refused; waiting for established calls and transactions to end",
+				zap.Int("calls", st.CallsActive), zap.Int("transactions", st.Transactions),
+				zap.Duration("drain_timeout", doc.Limits.DrainTimeout))
+			d.notifyErr(log, notify.stopping(fmt.Sprintf("stopping: draining %d calls", st.CallsActive)))
+			if drained(st) {
+				cancelRun()
+				break
+			}
+			drain.start(doc.Limits.DrainTimeout)
+		case <-drain.tick:
+			if st := srv.Status(); drained(st) {
+				log.Info("drained: no call or transaction left")
+				drain.stop()
+				cancelRun()
+			} else {
+				d.notifyErr(log, notify.status(fmt.Sprintf("stopping: draining %d calls", st.CallsActive)))
+			}
+		case <-drain.timeout:
+			st := srv.Status()
+			log.Warn("drain timeout: stopping with calls still established",
+				zap.Int("calls", st.CallsActive), zap.Int("transactions", st.Transactions))
+			drain.stop()
+			cancelRun()
 		case err := <-proxyDone:
 			proxyDone = nil
 			switch {
@@ -197,6 +275,12 @@ func (d *daemon) run(ctx context.Context) int {
 		}
 	}
 	stopping.Store(true)
+	close(ctl.stopped) // before the admin server waits for its requests
+	if done != nil {
+		// Stopped by a failure rather than a request: systemd still
+		// learns that the process is on its way out.
+		d.notifyErr(log, notify.stopping("stopping after a failure"))
+	}
 	stopAdmin()
 	if adminDone != nil {
 		if err := <-adminDone; err != nil {
@@ -207,56 +291,176 @@ func (d *daemon) run(ctx context.Context) int {
 	return code
 }
 
+// drainState is the first phase of a graceful stop: a periodic look at the
+// proxy's counts, bounded by the drain timeout. Its channels are nil (never
+// ready) outside that phase.
+type drainState struct {
+	ticker  *time.Ticker
+	timer   *time.Timer
+	tick    <-chan time.Time
+	timeout <-chan time.Time
+}
+
+func (s *drainState) start(timeout time.Duration) {
+	s.ticker = time.NewTicker(100 * time.Millisecond)
+	s.timer = time.NewTimer(timeout)
+	s.tick, s.timeout = s.ticker.C, s.timer.C
+}
+
+func (s *drainState) stop() {
+	if s.ticker != nil {
+		s.ticker.Stop()
+		s.timer.Stop()
+	}
+	s.tick, s.timeout = nil, nil
+}
+
+// drained reports whether nothing is left to wait for.
+func drained(st proxy.Status) bool { return st.CallsActive == 0 && st.Transactions == 0 }
+
+// serviceStatus is the line `systemctl status` shows while serving.
+func serviceStatus(srv *proxy.Server) string {
+	st := srv.Status()
+	up := 0
+	for _, b := range st.Backends {
+		if b.Up {
+			up++
+		}
+	}
+	return fmt.Sprintf("serving: %d of %d backends up, %d calls", up, len(st.Backends), st.CallsActive)
+}
+
+// notifyErr logs a failed notification: systemd then misses a state
+// change (and may kill a daemon whose watchdog it no longer hears), which
+// an operator should be able to find in the log.
+func (d *daemon) notifyErr(log *zap.Logger, err error) {
+	if err != nil {
+		log.Warn("systemd notification failed", zap.Error(err))
+	}
+}
+
+// metricsState is the part of the proxy's status that /metrics publishes
+// at scrape time.
+func metricsState(st proxy.Status) metrics.State {
+	out := metrics.State{Ready: st.Ready, Draining: st.Draining, Backends: make([]metrics.BackendState, len(st.Backends))}
+	for i, b := range st.Backends {
+		out.Backends[i] = metrics.BackendState{Address: b.Address, Admin: b.Admin, ActiveCalls: b.ActiveCalls}
+	}
+	return out
+}
+
+// reloadNotified is reload wrapped in systemd's RELOADING=1 ... READY=1,
+// with the admin API's credential files re-read too.
+func (d *daemon) reloadNotified(running *document, srv *proxy.Server, certs *tlsmgr.Manager, admin *metrics.AdminServer,
+	m *metrics.Metrics, notify *notifier, log *zap.Logger) (*document, reloadResult) {
+	d.notifyErr(log, notify.reloading())
+	next, res := d.reload(running, srv, certs, m, log)
+	if running.Admin.Authenticated() {
+		res.Admin = &partResult{Result: "ok"}
+		if err := admin.Reload(); err != nil {
+			log.Error("admin credentials reload refused, the current ones stay in force", zap.Error(err))
+			res.Admin = &partResult{Result: "refused", Error: err.Error()}
+		}
+	}
+	d.notifyErr(log, notify.ready(serviceStatus(srv)))
+	return next, res
+}
+
+// reloadResult is the answer of POST /reload and what `umrouter ctl
+// reload` prints: each part of a reload and its outcome.
+type reloadResult struct {
+	Config      configResult `json:"config"`
+	Certificate partResult   `json:"certificate"`
+	// Admin is present when the admin API has credential files to re-read.
+	Admin *partResult `json:"admin,omitempty"`
+}
+
+// configResult is the configuration part of a reload.
+type configResult struct {
+	// Result is applied, unchanged, refused or builtin (running on the
+	// built-in default: nothing to re-read).
+	Result string `json:"result"`
+	File   string `json:"file"`
+	// Sections changed and applied; RestartNeeded are changed sections
+	// that only a restart applies.
+	Sections      []string `json:"sections,omitempty"`
+	RestartNeeded []string `json:"restart_needed,omitempty"`
+	// Problems say why the file was refused, as FILE:LINE: path: message.
+	Problems []string `json:"problems,omitempty"`
+}
+
+// partResult is a part of a reload that either works or not.
+type partResult struct {
+	Result     string `json:"result"` // ok | refused
+	Error      string `json:"error,omitempty"`
+	Thumbprint string `json:"thumbprint,omitempty"`
+}
+
+// applied reports whether every part of the reload is in force.
+func (r reloadResult) applied() bool {
+	return r.Config.Result != "refused" && r.Certificate.Result == "ok" && (r.Admin == nil || r.Admin.Result == "ok")
+}
+
 // reload is the SIGHUP path: re-read and validate the configuration, apply
 // what a running proxy can take (gateways, dial plans, backends, startup
 // mode), reload the certificates. Each part is independent and counted in
 // umrouter_reloads_total{kind,result} (certificates through tlsmgr's reload
 // hook); a failure leaves the running state exactly as it was. It returns
-// the document now in force.
+// the document now in force and what happened.
 //
 // Sections that only a restart applies (node_name, advertise, tls file
 // paths, admin, log, limits, listen.udp/dtls) are named in a warning; the
 // proxy refuses a change of the ones it depends on, and then nothing of the
 // new file is applied.
-func (d *daemon) reload(running *document, srv *proxy.Server, certs *tlsmgr.Manager, m *metrics.Metrics, log *zap.Logger) *document {
-	log.Info("SIGHUP: reloading configuration and certificates")
+func (d *daemon) reload(running *document, srv *proxy.Server, certs *tlsmgr.Manager, m *metrics.Metrics, log *zap.Logger) (*document, reloadResult) {
 	next := running
+	res := reloadResult{Config: configResult{File: d.name()}}
 	switch doc, problems := d.load(); {
 	case d.file == "":
 		log.Info("configuration: running on the built-in default, nothing to re-read")
+		res.Config.Result = "builtin"
 	case problems != nil:
 		for _, p := range problems {
 			log.Error("configuration reload refused, the running configuration stays in force", zap.String("problem", p))
 		}
 		m.Reloads.WithLabelValues("config", "error").Inc()
+		res.Config.Result, res.Config.Problems = "refused", problems
 	default:
 		changed := changedSections(running, doc)
 		if len(changed) == 0 {
 			log.Info("configuration unchanged", zap.String("config", d.file))
 			m.Reloads.WithLabelValues("config", "ok").Inc()
+			res.Config.Result = "unchanged"
 			break
 		}
 		if err := srv.Apply(doc.Config, doc.DialPlans); err != nil {
 			log.Error("configuration reload refused, the running configuration stays in force",
 				zap.String("config", d.file), zap.Strings("sections", changed), zap.Error(err))
 			m.Reloads.WithLabelValues("config", "error").Inc()
+			res.Config.Result, res.Config.Problems = "refused", []string{d.file + ": " + err.Error()}
 			break
 		}
-		if restart := restartOnly(changed); len(restart) > 0 {
+		restart := restartOnly(changed)
+		if len(restart) > 0 {
 			log.Warn("configuration applied except sections that need a restart",
 				zap.String("config", d.file), zap.Strings("sections", restart))
 		} else {
 			log.Info("configuration applied", zap.String("config", d.file), zap.Strings("sections", changed))
 		}
 		m.Reloads.WithLabelValues("config", "ok").Inc()
+		res.Config.Result, res.Config.Sections, res.Config.RestartNeeded = "applied", changed, restart
 		next = doc
 	}
 
 	// Counted by the hook installed in run; tlsmgr logs a success itself.
 	if err := certs.Reload(); err != nil {
 		log.Error("certificate reload refused, the current certificate stays in force", zap.Error(err))
+		res.Certificate = partResult{Result: "refused", Error: err.Error()}
+	} else {
+		res.Certificate = partResult{Result: "ok"}
 	}
-	return next
+	res.Certificate.Thumbprint = tlsmgr.Thumbprint(certs.Leaf())
+	return next, res
 }
 
 // restartOnly keeps the sections of changed that a running daemon does not

@@ -3,6 +3,9 @@
 //	umrouter run [--config FILE]     run the daemon (built-in default without --config)
 //	umrouter config check FILE       validate a configuration file
 //	umrouter config default          print the built-in default configuration
+//	umrouter cert ...                the certificate store (new, request, import, list, enable, export, remove)
+//	umrouter ctl COMMAND ...         drive a running daemon: status, reload, drain, backend ADDRESS STATE
+//	umrouter health [--ready]        probe a running daemon's /healthz (or /readyz), exit 0 or 1
 //	umrouter version                 print version information
 //
 // Exit codes: 0 success, 1 failure (invalid configuration, daemon error),
@@ -37,6 +40,10 @@ const usage = `usage:
   umrouter run [--config FILE]     run the daemon (built-in default configuration without --config)
   umrouter config check FILE       validate a configuration file; prints FILE:LINE: path: message
   umrouter config default          print the built-in default configuration
+  umrouter cert ...                manage the certificate store (umrouter cert --help)
+  umrouter ctl COMMAND [flags]     drive a running daemon's admin API: status, reload, drain,
+                                   backend ADDRESS STATE (umrouter ctl --help)
+  umrouter health [flags]          probe a running daemon's /healthz (--ready: /readyz); exit 0 or 1
   umrouter version                 print version information
 `
 
@@ -44,6 +51,12 @@ func main() {
 	// SIGTERM and SIGINT stop the daemon gracefully; SIGHUP is handled by
 	// the daemon itself (reload), so it is not part of this context.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	go func() {
+		// A second signal during the drain takes its default action: a
+		// person pressing Ctrl-C twice means "now".
+		<-ctx.Done()
+		stop()
+	}()
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
@@ -64,6 +77,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdConfig(args[1:], stdout, stderr)
 	case "cert":
 		return runCert(args[1:], stdout, stderr)
+	case "ctl":
+		return cmdCtl(ctx, args[1:], stdout, stderr)
+	case "health":
+		return cmdHealth(ctx, args[1:], stdout, stderr)
 	case "version":
 		return cmdVersion(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
