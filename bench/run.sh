@@ -33,7 +33,7 @@
 #   --keep              keep the work directory
 #
 # Environment: NOISE_MAX (0.25: share of the CPUs that other processes may
-# use during a load before its figures count as noisy), QUIET_WAIT (90 s, 0
+# use during a load before its figures count as noisy), QUIET_WAIT (30 s, 0
 # with --quick: how long to wait for a quiet machine before each load),
 # KAM_CHILDREN / KAM_TCP_CHILDREN (4 / 4 Kamailio UDP / TLS workers),
 # KAM_MEM (fm: Kamailio's memory manager, -x/-X), KAM_MODULES.
@@ -74,6 +74,9 @@ else
 fi
 B_RATE=2000
 NOISE_MAX=${NOISE_MAX:-0.25} # see wait_quiet and med
+QUIET_WAIT=${QUIET_WAIT:-$( ((QUICK)) && echo 0 || echo 30)}
+# Waiting for quiet extends the time bound: at most 7 loads per target and repetition.
+((QUICK)) || MAX_SECONDS=$((MAX_SECONDS + 7 * 3 * REPS * QUIET_WAIT))
 
 # ---- bookkeeping, cleanup and the global time bound -------------------------
 WORK=$(mktemp -d /tmp/umbench.XXXXXX)
@@ -337,7 +340,6 @@ wait_quiet() {
     ((waited >= QUIET_WAIT)) && { log "still busy: running anyway (the figures will be marked noisy)"; return 0; }
   done
 }
-QUIET_WAIT=${QUIET_WAIT:-$( ((QUICK)) && echo 0 || echo 90)}
 
 OTHER_PIDS="" # the backend and helpers: their CPU is reported apart
 run_load() {
