@@ -596,7 +596,14 @@ func (s *Server) sendTx(tx *transaction, out flow, b *backendServer) error {
 	tx.backend = b
 	tx.state = txCalling
 	now := time.Now()
-	tx.deadline = now.Add(s.rt().backends.Health.Timeout)
+	// A new call or a probe waits health.timeout for a first answer (then
+	// the next server is tried); any other request has nowhere else to go
+	// and waits four times as long, since a busy peer is not a dead one.
+	wait := s.rt().backends.Health.Timeout
+	if !tx.probe && (tx.method != sip.INVITE || b == nil || tx.req.To().Params.Has("tag")) {
+		wait *= 4
+	}
+	tx.deadline = now.Add(wait)
 	if out.viaTransport() == "UDP" {
 		tx.retransEvery = t1
 		tx.retransAt = now.Add(t1)
