@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -46,28 +45,7 @@ func TestCallsFromTLSGatewayCompleteAtSIPpBackend(t *testing.T) {
 	p := startProxy(t, pki, cfg, plans)
 
 	const conns, callsPerConn = 10, 20
-	var wg sync.WaitGroup
-	errs := make(chan error, conns*callsPerConn)
-	for i := 0; i < conns; i++ {
-		c, err := dialGateway(t, p.tlsAddr, pki, &pki.gw.TLS, nil)
-		if err != nil {
-			t.Fatalf("dial: %v", err)
-		}
-		c.name = fmt.Sprintf("gw-conn-%d", i)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for j := 0; j < callsPerConn; j++ {
-				if err := placeCall(c); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
+	for _, err := range callsInParallel(t, p, conns, callsPerConn, placeCall) {
 		t.Error(err)
 	}
 	st, err := uas.WaitSuccessful(conns*callsPerConn, 20*time.Second)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -331,4 +332,37 @@ func poolOf(c *x509.Certificate) *x509.CertPool {
 	p := x509.NewCertPool()
 	p.AddCert(c)
 	return p
+}
+
+// callsInParallel opens conns gateway connections to p and runs call
+// perConn times on each, the connections concurrently, and returns the
+// first error of each connection that had one.
+func callsInParallel(t testing.TB, p *testProxy, conns, perConn int, call func(*sipClient) error) []error {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, conns)
+	for i := 0; i < conns; i++ {
+		c, err := dialGateway(t, p.tlsAddr, p.pki, &p.pki.gw.TLS, nil)
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		c.name = fmt.Sprintf("conn-%d", i)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; j < perConn; j++ {
+				if err := call(c); err != nil {
+					errs <- fmt.Errorf("call %d on %s: %w", j, c.name, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	var out []error
+	for err := range errs {
+		out = append(out, err)
+	}
+	return out
 }

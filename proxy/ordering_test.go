@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,28 +21,7 @@ func TestMessagesKeepTheirOrderThroughTheProxy(t *testing.T) {
 	p := startProxy(t, pki, cfg, plans)
 
 	const conns, callsPerConn = 5, 100
-	var wg sync.WaitGroup
-	errs := make(chan error, conns)
-	for i := 0; i < conns; i++ {
-		c, err := dialGateway(t, p.tlsAddr, pki, &pki.gw.TLS, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.name = fmt.Sprintf("order-%d", i)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for j := 0; j < callsPerConn; j++ {
-				if err := callExpectingRingingThenOK(c); err != nil {
-					errs <- fmt.Errorf("call %d on connection %s: %w", j, c.name, err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
+	for _, err := range callsInParallel(t, p, conns, callsPerConn, callExpectingRingingThenOK) {
 		t.Error(err)
 	}
 	st, err := uas.WaitSuccessful(conns*callsPerConn, 20*time.Second)

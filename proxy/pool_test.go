@@ -72,29 +72,7 @@ func TestWeightedBalanceSplitsCallsByWeight(t *testing.T) {
 		cfg.Backends.Servers = append(cfg.Backends.Servers, Backend{Address: u.Addr(), Weight: i + 1})
 	}
 	p := startProxy(t, pki, cfg, plans)
-	const conns, perConn = 6, 100
-	var wg sync.WaitGroup
-	errs := make(chan error, conns)
-	for i := 0; i < conns; i++ {
-		c, err := dialGateway(t, p.tlsAddr, pki, &pki.gw.TLS, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.name = fmt.Sprintf("w%d", i)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for j := 0; j < perConn; j++ {
-				if err := placeCall(c); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
+	for _, err := range callsInParallel(t, p, 6, 100, placeCall) {
 		t.Fatal(err)
 	}
 	// Weights 1:2:3 over 600 calls: 100, 200, 300, within 5 %.
