@@ -267,18 +267,7 @@ func TestSIGHUPWithABrokenFileKeepsTheRunningConfiguration(t *testing.T) {
 // TestBinaryStopsGracefullyOnSIGTERM builds the real binary and checks the
 // signal wiring of main, which the in-process tests cannot reach.
 func TestBinaryStopsGracefullyOnSIGTERM(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary")
-	}
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("no go tool to build the binary")
-	}
-	bin := filepath.Join(t.TempDir(), "umrouter")
-	build := exec.Command(goTool, "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := umrouterBinary(t)
 
 	file, adminURL := defaultVariant(t)
 	stderr := &syncBuffer{}
