@@ -106,7 +106,7 @@ func newAdminClient(f adminFlags, insecure bool) (*adminClient, error) {
 			return nil, fmt.Errorf("%s: admin.listen is empty: the admin API is disabled on that node", f.config)
 		}
 		c.base = localURL(doc.Admin.Listen, doc.Admin.TLS())
-		if f.tokenFile == "" {
+		if f.tokenFile == "" && !insecure {
 			f.tokenFile = doc.Admin.TokenFile
 		}
 		if doc.Admin.TLS() && f.ca == "" && !insecure {
