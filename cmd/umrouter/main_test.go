@@ -341,13 +341,8 @@ func TestREADMEWalkThroughCallSucceeds(t *testing.T) {
 	}
 
 	_, backendPort, _ := net.SplitHostPort(backendAddr)
-	// Not the README's "-m 1": SIPp counts each OPTIONS health probe it
-	// answers (-aa) as a call, so with -m 1 it quits on umrouter's first
-	// probe whenever it is up before the daemon (as it is for a person
-	// following the README, and here under -race), and the INVITE then
-	// meets a closed port. The call's success is proven by call.sh.
 	sipp := shell("sipp", nil, "-sf", filepath.Join(repo, "testdata", "sipp", "uas.xml"),
-		"-i", "127.0.0.1", "-p", backendPort, "-aa", "-nostdin")
+		"-i", "127.0.0.1", "-p", backendPort, "-aa", "-m", "1", "-nostdin")
 	var sippOut syncBuffer
 	sipp.Stdout, sipp.Stderr = &sippOut, &sippOut
 	if err := sipp.Start(); err != nil {
@@ -371,8 +366,11 @@ func TestREADMEWalkThroughCallSucceeds(t *testing.T) {
 	select {
 	case err := <-sippDone:
 		sippDone <- err
-		t.Fatalf("SIPp backend ended during the test: %v\n%s", err, sippOut.String())
-	default:
+		if err != nil {
+			t.Fatalf("SIPp backend: %v\n%s", err, sippOut.String())
+		}
+	case <-ctx.Done():
+		t.Fatalf("SIPp backend did not finish its call:\n%s", sippOut.String())
 	}
 
 	refused, err := shell("bash", []string{"UMROUTER=" + sipAddr, "CERT=pki/umrouter"}, filepath.Join(repo, "deploy", "demo", "call.sh")).CombinedOutput()
