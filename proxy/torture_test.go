@@ -67,9 +67,10 @@ var tortureBugs = map[string]string{
 		"Content-Length overwrite the first (contentLength = n); two different values must be a framing error (400, then close) " +
 		"and nothing forwarded (RFC 4475 section 3.3.9)",
 	"ipv4-mapped-ipv6": "BUG: the gateway's 486 has Via: SIP/2.0/UDP ::ffff:192.0.2.10:19823 (it sent [::ffff:192.0.2.10]:19823) and " +
-		"cannot be matched: sipgo v1.7.3 takes an IPv4-mapped address for IPv4 (sip/utils.go isIPV6: ip.To4() != nil) and writes it without " +
-		"brackets; umrouter re-serialises the gateway's Via when it forwards the request (handler.go sendTx: tx.req.Clone() ... fwd.String()) " +
-		"and when it relays the response (handleResponse: res.String())",
+		"cannot be matched. The backend answers with all Via values on one line, comma-separated (legal, RFC 3261 section 7.3.1); " +
+		"upstreamBytes (handler.go) cannot cut our Via from such a line by editing bytes and falls back to res.String(), and sipgo v1.7.3 " +
+		"takes an IPv4-mapped address for IPv4 (sip/utils.go isIPV6: ip.To4() != nil) and writes it without brackets " +
+		"(the same fallback in forwardedBytes mangles a forwarded request)",
 }
 
 // tortureCase is one line of testdata/torture/expected.txt.
