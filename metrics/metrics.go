@@ -1,5 +1,7 @@
 // Package metrics declares umrouter's Prometheus collectors, once, and serves
-// them with the health endpoints on the admin HTTP server.
+// them on the admin HTTP server with the health endpoints and the admin API
+// (status, reload, drain, backend states), whose actions the daemon supplies
+// through Control: this package knows nothing of the proxy.
 //
 // Labels are low-cardinality by design: transport, gateway name, dial plan,
 // backend address, SIP method, response class, result and reason. A Call-ID,
@@ -132,7 +134,8 @@ func (m *Metrics) collectors() []prometheus.Collector {
 }
 
 // fqName extracts a descriptor's metric name. prometheus.Desc keeps it
-// unexported; its String form is documented as `Desc{fqName: "NAME", ...`.
+// unexported; its String form reads `Desc{fqName: "NAME", ...` (a test
+// through Families notices if a client_golang upgrade changes that).
 func fqName(d *prometheus.Desc) string {
 	s := d.String()
 	const key = `fqName: "`
