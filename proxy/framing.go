@@ -90,6 +90,10 @@ func (f *frameReader) next() ([]byte, error) {
 			if err != nil {
 				return nil, err
 			}
+			if contentLength >= 0 && n != contentLength {
+				// Two lengths: the message has no single end (RFC 4475 3.3.9).
+				return nil, fmt.Errorf("%w: %d and %d", errBadContentLength, contentLength, n)
+			}
 			contentLength = n
 		}
 	}

@@ -15,12 +15,20 @@ import (
 	"github.com/umrouter/umrouter/dialplan"
 )
 
+// errBareLineBreak refuses a message whose header section has a CR or LF
+// outside a CRLF.
+var errBareLineBreak = errors.New("bare CR or LF in the header section")
+
 // ourRouteParam marks the Record-Route entries umrouter writes; its value
 // says which side the entry faces ("g" gateway, "b" backend).
 const ourRouteParam = "umr"
 
 // handleFrame parses one message read from a stream connection.
 func (s *Server) handleFrame(c *streamConn, frame []byte) {
+	if hasBareLineBreak(frame) {
+		s.malformed(c, *c.identity(), frame, errBareLineBreak)
+		return
+	}
 	msg, err := s.parser.ParseSIP(frame)
 	if err != nil {
 		s.malformed(c, *c.identity(), frame, err)
@@ -42,6 +50,10 @@ func (s *Server) handleFrame(c *streamConn, frame []byte) {
 // handleDatagram parses one UDP datagram.
 func (s *Server) handleDatagram(f udpFlow, b []byte) {
 	p := s.identifyByAddr(f.addr)
+	if hasBareLineBreak(b) {
+		s.malformed(f, p, b, errBareLineBreak)
+		return
+	}
 	msg, err := s.parser.ParseSIP(b)
 	if err != nil {
 		s.malformed(f, p, b, err)
@@ -67,8 +79,14 @@ func (s *Server) handleMessage(f flow, p *peer, msg sip.Message, raw []byte) {
 func (s *Server) malformed(f flow, p peer, frame []byte, err error) {
 	s.m.MalformedMessages.WithLabelValues(lower(f.viaTransport()), "parse").Inc()
 	s.log.Info("malformed message", zap.String("remote", f.remoteAddr().String()), zap.String("side", p.side.String()), zap.Error(err))
-	if resp := badRequestFor(frame); resp != nil {
-		s.m.Refusals.WithLabelValues("400", "malformed").Inc()
+	code, phrase, reason := 400, "Bad Request", "malformed"
+	if sc := requestLineScheme(frame); sc != "" && sc != "sip" && sc != "sips" {
+		// A well-formed request for a URI scheme umrouter never serves
+		// (RFC 4475 section 3.3.3): 416, not 400.
+		code, phrase, reason = 416, "Unsupported URI Scheme", "unsupported_uri_scheme"
+	}
+	if resp := errorResponseFor(frame, code, phrase); resp != nil {
+		s.m.Refusals.WithLabelValues(strconv.Itoa(code), reason).Inc()
 		_ = f.send(resp)
 	}
 }
@@ -84,39 +102,120 @@ func errorResponseFor(frame []byte, code int, phrase string) []byte {
 	if len(frame) == 0 || bytes.HasPrefix(frame, []byte("SIP/")) {
 		return nil // a response: never answered
 	}
+	head := frame
+	if end := bytes.Index(frame, []byte("\r\n\r\n")); end >= 0 {
+		head = frame[:end]
+	}
 	want := map[string]string{"via": "Via", "v": "Via", "from": "From", "f": "From", "to": "To", "t": "To", "call-id": "Call-ID", "i": "Call-ID", "cseq": "CSeq"}
 	var out bytes.Buffer
-	fmt.Fprintf(&out, "SIP/2.0 %d %s\r\n", code, phrase)
+	fmt.Fprintf(&out, "SIP/2.0 %d %s", code, phrase)
 	found := map[string]bool{}
-	for _, line := range bytes.Split(frame, []byte("\r\n"))[1:] {
-		if len(line) == 0 {
-			break
+	copying := false
+	for _, line := range bytes.Split(head, []byte("\r\n"))[1:] {
+		if len(line) > 0 && (line[0] == ' ' || line[0] == '\t') {
+			if copying { // a folded continuation of a header being copied
+				if bytes.ContainsAny(line, "\r\n") {
+					return nil // a bare line break cannot be copied faithfully
+				}
+				cont := bytes.TrimSpace(line)
+				if len(cont) > 0 && cont[0] != ';' && cont[0] != ',' {
+					out.WriteByte(' ') // the fold stands for one space (RFC 3261 7.3.1)
+				}
+				out.Write(cont)
+			}
+			continue
 		}
+		copying = false
 		colon := bytes.IndexByte(line, ':')
 		if colon < 0 {
 			continue
 		}
 		name, ok := want[strings.ToLower(strings.TrimSpace(string(line[:colon])))]
-		if !ok {
-			continue
+		if !ok || (found[name] && name != "Via") {
+			continue // only the first of a single-value header (RFC 4475 3.3.8)
+		}
+		if bytes.ContainsAny(line, "\r\n") {
+			return nil // a bare line break cannot be copied faithfully
 		}
 		found[name] = true
+		copying = true
+		out.WriteString("\r\n")
 		out.WriteString(name)
 		out.WriteString(": ")
 		out.Write(bytes.TrimSpace(line[colon+1:]))
-		out.WriteString("\r\n")
 	}
 	if len(found) != 5 {
 		return nil
 	}
-	out.WriteString("Content-Length: 0\r\n\r\n")
+	out.WriteString("\r\nContent-Length: 0\r\n\r\n")
 	return out.Bytes()
+}
+
+// hasBareLineBreak reports whether the header section of a message holds a
+// CR or LF that is not part of a CRLF: sipgo splits lines on CRLF only, so
+// such a byte would stay inside a header value and be forwarded, and the
+// next hop might read two headers where umrouter saw one.
+func hasBareLineBreak(frame []byte) bool {
+	head := frame
+	if end := bytes.Index(frame, []byte("\r\n\r\n")); end >= 0 {
+		head = frame[:end+2]
+	}
+	for i, c := range head {
+		switch c {
+		case '\r':
+			if i+1 >= len(head) || head[i+1] != '\n' {
+				return true
+			}
+		case '\n':
+			if i == 0 || head[i-1] != '\r' {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// methodLabel is the metric label of a request method: the methods of RFC
+// 3261 and its extensions as they are, any other token "other", so that a
+// peer cannot grow a metric's series by inventing methods.
+func methodLabel(m sip.RequestMethod) string {
+	switch m {
+	case sip.INVITE, sip.ACK, sip.BYE, sip.CANCEL, sip.OPTIONS, sip.REGISTER, sip.PRACK, sip.SUBSCRIBE,
+		sip.NOTIFY, sip.PUBLISH, sip.INFO, sip.REFER, sip.MESSAGE, sip.UPDATE:
+		return string(m)
+	}
+	return "other"
+}
+
+// requestLineScheme returns the Request-URI scheme of a request's first
+// line, lower-cased, or "" when the line has no such shape.
+func requestLineScheme(frame []byte) string {
+	line := frame
+	if i := bytes.Index(frame, []byte("\r\n")); i >= 0 {
+		line = frame[:i]
+	}
+	parts := bytes.Fields(line)
+	if len(parts) != 3 || !bytes.HasPrefix(parts[2], []byte("SIP/")) {
+		return ""
+	}
+	scheme, _, ok := bytes.Cut(parts[1], []byte(":"))
+	if !ok || len(scheme) == 0 {
+		return ""
+	}
+	for i, c := range scheme { // RFC 3986: ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
+		alpha := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+		if !alpha && (i == 0 || !(c >= '0' && c <= '9' || c == '+' || c == '-' || c == '.')) {
+			return ""
+		}
+	}
+	return strings.ToLower(string(scheme))
 }
 
 // refuse answers req with code and counts and logs the refusal. warning, if
 // not empty, goes into a Warning header (RFC 3261 §20.43, code 399).
 func (s *Server) refuse(f flow, p *peer, req *sip.Request, code int, reason, warning string, extra ...sip.Header) {
 	res := sip.NewResponseFromRequest(req, code, reasonPhrase(code), nil)
+	res.SipVersion = "SIP/2.0" // whatever version the request claimed (505)
 	if warning != "" {
 		res.AppendHeader(sip.NewHeader("Warning", fmt.Sprintf("399 %s %q", s.cfg.Advertise, warning)))
 	}
@@ -126,7 +225,7 @@ func (s *Server) refuse(f flow, p *peer, req *sip.Request, code int, reason, war
 	// Counted before it is sent: whoever saw the answer sees it counted.
 	s.m.Refusals.WithLabelValues(strconv.Itoa(code), reason).Inc()
 	if p.side == sideGateway {
-		s.m.Responses.WithLabelValues(string(req.Method), codeClass(code)).Inc()
+		s.m.Responses.WithLabelValues(methodLabel(req.Method), codeClass(code)).Inc()
 	}
 	_ = f.send([]byte(res.String()))
 	fields := []zap.Field{zap.Int("code", code), zap.String("reason", reason), zap.String("method", string(req.Method)),
@@ -145,8 +244,26 @@ func (s *Server) handleRequest(f flow, p *peer, req *sip.Request, raw []byte) {
 		s.m.MalformedMessages.WithLabelValues(lower(f.viaTransport()), "missing_header").Inc()
 		return
 	}
-	if req.CSeq().MethodName != req.Method {
+	// sipgo upper-cases the request line's method but not CSeq's; methods
+	// are compared as sipgo left them, the bytes forwarded are as sent.
+	if !strings.EqualFold(string(req.CSeq().MethodName), string(req.Method)) {
 		s.refuse(f, p, req, 400, "cseq_method", "CSeq method does not match the request")
+		return
+	}
+	if code, reason, warning := checkRequestShape(req); code != 0 {
+		switch {
+		case req.Method == sip.ACK:
+		case reason == "duplicate_header":
+			// sipgo's model keeps the last of each header; the answer
+			// copies the first, as the sender's transaction layer reads them.
+			s.m.Refusals.WithLabelValues("400", reason).Inc()
+			if resp := errorResponseFor(raw, 400, "Bad Request"); resp != nil {
+				_ = f.send(resp)
+			}
+			s.log.Info("request refused", zap.Int("code", 400), zap.String("reason", reason), zap.String("detail", warning))
+		default:
+			s.refuse(f, p, req, code, reason, warning, unsupportedHeader(req, code)...)
+		}
 		return
 	}
 	if p.refusal != "" {
@@ -268,9 +385,59 @@ func (s *Server) redirect(f flow, p *peer, req *sip.Request) {
 		zap.String("backend", b.addr))
 }
 
+// singleValueHeaders may appear once in a request (RFC 3261 section 7.3.1,
+// RFC 4475 section 3.3.8).
+var singleValueHeaders = []string{"from", "to", "call-id", "cseq", "max-forwards", "content-length"}
+
+// checkRequestShape refuses what RFC 3261 section 16.3 tells a proxy to
+// refuse before routing: a SIP version other than 2.0 (505), a
+// Request-URI scheme it does not serve (416), a Request-URI carrying
+// headers (400, RFC 4475 section 3.1.2.11), a header that must be single
+// appearing twice (400), and a Proxy-Require it does not support (420:
+// umrouter supports no extension there). It returns code 0 to pass.
+func checkRequestShape(req *sip.Request) (code int, reason, warning string) {
+	switch {
+	case req.SipVersion != "SIP/2.0":
+		return 505, "version_not_supported", "only SIP/2.0"
+	case req.Recipient.Scheme != "sip" && req.Recipient.Scheme != "sips":
+		return 416, "unsupported_uri_scheme", "Request-URI scheme " + req.Recipient.Scheme + " not served"
+	case len(req.Recipient.Headers) > 0:
+		return 400, "uri_headers", "Request-URI carries headers"
+	}
+	var counts [6]int
+	for _, h := range req.Headers() {
+		name := strings.ToLower(h.Name())
+		for i, single := range singleValueHeaders {
+			if name == single {
+				counts[i]++
+				if counts[i] > 1 {
+					return 400, "duplicate_header", h.Name() + " appears twice"
+				}
+			}
+		}
+		if name == "proxy-require" {
+			return 420, "bad_extension", "unsupported extension in Proxy-Require"
+		}
+	}
+	return 0, "", ""
+}
+
+// unsupportedHeader lists, for a 420, the option tags of Proxy-Require in
+// an Unsupported header (RFC 3261 section 8.2.2.3).
+func unsupportedHeader(req *sip.Request, code int) []sip.Header {
+	if code != 420 {
+		return nil
+	}
+	var tags []string
+	for _, h := range req.GetHeaders("Proxy-Require") {
+		tags = append(tags, h.Value())
+	}
+	return []sip.Header{sip.NewHeader("Unsupported", strings.Join(tags, ", "))}
+}
+
 // countRequest counts a request from a peer under its resolved dial plan.
 func (s *Server) countRequest(req *sip.Request, p *peer, plan string) {
-	s.m.Requests.WithLabelValues(string(req.Method), gatewayName(p.gateway), plan).Inc()
+	s.m.Requests.WithLabelValues(methodLabel(req.Method), gatewayName(p.gateway), plan).Inc()
 }
 
 // gatewayPolicy applies the dial plan to a request from a gateway: the plan
@@ -833,6 +1000,7 @@ func (s *Server) sendAck(tx *transaction, res *sip.Response) {
 // respondLocal ends tx with a response umrouter makes itself. Call with tx.mu held.
 func (s *Server) respondLocal(tx *transaction, code int, reason, warning string, extra ...sip.Header) {
 	res := sip.NewResponseFromRequest(tx.req, code, reasonPhrase(code), nil)
+	res.SipVersion = "SIP/2.0"
 	if warning != "" {
 		res.AppendHeader(sip.NewHeader("Warning", fmt.Sprintf("399 %s %q", s.cfg.Advertise, warning)))
 	}
@@ -865,8 +1033,8 @@ func (s *Server) handleResponse(f flow, p *peer, res *sip.Response, raw []byte) 
 	}
 	tx.mu.Lock()
 	defer tx.mu.Unlock()
-	if res.CSeq().MethodName == sip.CANCEL || tx.state == txTerminated {
-		return // the answer to our CANCEL, or a late retransmission
+	if !strings.EqualFold(string(res.CSeq().MethodName), string(tx.method)) || tx.state == txTerminated {
+		return // the answer to our CANCEL, one for no request of ours, or a late retransmission
 	}
 	code := res.StatusCode
 	if tx.state == txCompleted {
@@ -992,7 +1160,7 @@ func (s *Server) relay(tx *transaction, b []byte, code int) {
 	}
 	tx.lastResponse = b
 	if tx.inSide == sideGateway {
-		s.m.Responses.WithLabelValues(string(tx.method), codeClass(code)).Inc()
+		s.m.Responses.WithLabelValues(methodLabel(tx.method), codeClass(code)).Inc()
 	}
 	if err := tx.in.send(b); errors.Is(err, errTooLargeForDTLS) {
 		s.log.Warn("response not relayed: too large for the DTLS association", zap.String("call_id", tx.callID), zap.Int("code", code), zap.Error(err))
@@ -1104,13 +1272,14 @@ func (s *Server) expireTx(tx *transaction, now time.Time) {
 			tx.onFinal(408, 0)
 			return
 		}
-		if tx.backend != nil {
+		// Only a new call's silence counts against a backend and moves the
+		// call on: a server may rightly ignore some other request (an
+		// unknown method, say), and must not leave the pool for it.
+		if tx.backend != nil && tx.method == sip.INVITE && !tx.req.To().Params.Has("tag") && !tx.cancelled {
 			s.rt().pool.markDown(tx.backend, s.rt().backends.Health.Interval)
 			s.log.Warn("backend did not answer, trying the next one", zap.String("backend", tx.backend.addr), zap.String("call_id", tx.callID))
-			if !tx.req.To().Params.Has("tag") && !tx.cancelled {
-				s.forwardToPoolLocked(tx)
-				return
-			}
+			s.forwardToPoolLocked(tx)
+			return
 		}
 		s.respondLocal(tx, 408, "timeout", "next hop did not answer")
 	case txProceeding:
@@ -1172,6 +1341,12 @@ func reasonPhrase(code int) string {
 		return "Address Incomplete"
 	case 488:
 		return "Not Acceptable Here"
+	case 416:
+		return "Unsupported URI Scheme"
+	case 420:
+		return "Bad Extension"
+	case 505:
+		return "Version Not Supported"
 	case 503:
 		return "Service Unavailable"
 	case 513:

@@ -70,9 +70,13 @@ func (h headerLine) nameIs(raw []byte, long, compact string) bool {
 
 // singleValue reports whether a header value holds one element: no comma
 // outside quotes and angle brackets.
-func singleValue(v []byte) bool {
+func singleValue(v []byte) bool { return firstComma(v) < 0 }
+
+// firstComma returns the index of the first comma of v that separates
+// values (outside quotes and angle brackets), or -1.
+func firstComma(v []byte) int {
 	quoted, angle := false, false
-	for _, c := range v {
+	for i, c := range v {
 		switch {
 		case c == '"':
 			quoted = !quoted
@@ -82,27 +86,48 @@ func singleValue(v []byte) bool {
 		case c == '>':
 			angle = false
 		case c == ',' && !angle:
-			return false
+			return i
 		}
 	}
-	return true
+	return -1
 }
 
-// cutTopVia returns raw without its first Via header line (our own, on a
-// response going upstream), appended to dst.
+// dropFirstValue appends to dst the header line h of raw without its first
+// value ("Via: a, b" becomes "Via: b"), or nothing when the line held only
+// that value.
+func dropFirstValue(dst, raw []byte, h headerLine) []byte {
+	v := raw[h.valueStart : h.end-2]
+	i := firstComma(v)
+	if i < 0 {
+		return dst
+	}
+	rest := bytes.TrimLeft(v[i+1:], " \t")
+	dst = append(dst, raw[h.start:h.valueStart]...)
+	dst = append(dst, rest...)
+	return append(dst, crlf...)
+}
+
+// cutTopVia returns raw without its first Via value (our own, on a
+// response going upstream), appended to dst. A message without
+// Content-Length (legal over UDP) is left to the parser, which adds one:
+// the next hop may be a stream.
 func cutTopVia(dst, raw []byte) ([]byte, bool) {
 	cut := headerLine{start: -1}
+	sawLength := false
 	_, ok := scanHeaders(raw, func(h headerLine) bool {
 		if cut.start < 0 && h.nameIs(raw, "Via", "v") {
 			cut = h
-			return singleValue(raw[h.valueStart : h.end-2])
+		}
+		if h.nameIs(raw, "Content-Length", "l") {
+			sawLength = true
 		}
 		return true
 	})
-	if !ok || cut.start < 0 {
+	if !ok || cut.start < 0 || !sawLength {
 		return dst, false
 	}
 	dst = append(dst, raw[:cut.start]...)
+	dst = dropFirstValue(dst, raw, cut)
 	return append(dst, raw[cut.end:]...), true
 }
 
@@ -120,9 +145,11 @@ func forwardBytes(dst, raw, top []byte, popRoutes int) ([]byte, bool) {
 	dst = append(dst, raw[:first+2]...)
 	dst = append(dst, top...)
 	last := first + 2
-	sawMaxForwards := false
+	sawMaxForwards, sawLength := false, false
 	_, ok := scanHeaders(raw, func(h headerLine) bool {
 		switch {
+		case h.nameIs(raw, "Content-Length", "l"):
+			sawLength = true
 		case popRoutes > 0 && h.nameIs(raw, "Route", ""):
 			if !singleValue(raw[h.valueStart : h.end-2]) {
 				return false
@@ -143,7 +170,7 @@ func forwardBytes(dst, raw, top []byte, popRoutes int) ([]byte, bool) {
 		}
 		return true
 	})
-	if !ok || popRoutes > 0 || !sawMaxForwards {
+	if !ok || popRoutes > 0 || !sawMaxForwards || !sawLength {
 		return dst[:mark], false
 	}
 	return append(dst, raw[last:]...), true
