@@ -42,7 +42,7 @@
 # sipp (Debian sip-tester) for the default backend; gcc for Kamailio 5.6's
 # OpenSSL-after-fork workaround (bench/kamailio/openssl_fork_reset.c).
 # Every process it starts is bounded in time and is stopped on exit.
-set -euo pipefail
+set -eu # not pipefail: many pipelines here end in a filter that may see nothing
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 QUICK=0 REPS="" TARGETS="umrouter kamailio floor" BACKEND=sipp PROFILE=0 OUT="" KEEP=0 REV=""
@@ -56,7 +56,7 @@ while (($#)); do
     --out) OUT=${2:?}; shift ;;
     --rev) REV=${2:?}; shift ;;
     --keep) KEEP=1 ;;
-    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,/^set -eu/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -319,15 +319,25 @@ target_stop() { # target_stop TARGET LABEL: stop it and record crashes
 
 # run_load LABEL LOAD UMLOAD-ARGS...: one umload run against the current
 # target; its JSON line goes to results/LABEL.LOAD.json.
-# wait_quiet: on a shared machine, wait (up to QUIET_WAIT seconds) until the
-# CPUs are less than NOISE_MAX busy with our own processes idle, so that a
+# wait_quiet: on a shared machine, wait (up to QUIET_WAIT seconds) until
+# other processes than ours use less than NOISE_MAX of the CPUs, so that a
 # load does not start in the middle of somebody else's build.
-cpu_busy_share() { # busy share of all CPUs over 1 s, from /proc/stat
-  local a b
-  a=$(head -1 /proc/stat); sleep 1; b=$(head -1 /proc/stat)
-  awk -v a="$a" -v b="$b" 'BEGIN{ split(a, x); split(b, y); busy = 0; all = 0
+cpu_busy_share() { # share of all CPUs busy over 1 s with processes other than ours (/proc/stat)
+  local a b o1 o2
+  o1=$(own_ticks); a=$(head -1 /proc/stat); sleep 1; b=$(head -1 /proc/stat); o2=$(own_ticks)
+  awk -v a="$a" -v b="$b" -v own=$((o2 - o1)) 'BEGIN{ split(a, x); split(b, y); busy = -own; all = 0
     for (i = 2; i <= 9; i++) { d = y[i] - x[i]; all += d; if (i != 5 && i != 6) busy += d }
+    if (busy < 0) busy = 0
     printf "%.2f", all ? busy / all : 0 }'
+}
+own_ticks() { # CPU ticks (utime + stime) used so far by the processes this script started
+  local g p t=0
+  for g in "${PIDS[@]}"; do
+    for p in $(pgrep -g "$g" 2>/dev/null); do
+      t=$((t + $(awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$p/stat" 2>/dev/null || echo 0)))
+    done
+  done
+  echo "$t"
 }
 wait_quiet() {
   local waited=0 share
