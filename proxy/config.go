@@ -265,6 +265,18 @@ func (c *Config) Validate(plans dialplan.Plans) configerr.List {
 				errs.Add(hat+".dial_plan", "no dial plan named %q", h.DialPlan)
 			}
 		}
+		if g.Kind == "lync" {
+			// Lync / Skype for Business routes on SIP URIs: its calls, and
+			// outcalls through it, only go through sip-uri plans.
+			if pl, ok := plans.Lookup(g.DialPlan); ok && pl.URIType != dialplan.SIPURI {
+				errs.Add(at+".dial_plan", "a lync gateway needs a dial plan with uri_type sip-uri, %q is %s", pl.Name, uriTypeName(pl.URIType))
+			}
+			for j, h := range g.HuntGroups {
+				if pl, ok := plans.Lookup(h.DialPlan); ok && pl.URIType != dialplan.SIPURI {
+					errs.Add(fmt.Sprintf("%s.hunt_groups[%d].dial_plan", at, j), "a lync gateway needs a dial plan with uri_type sip-uri, %q is %s", pl.Name, uriTypeName(pl.URIType))
+				}
+			}
+		}
 	}
 
 	b := c.Backends
@@ -355,6 +367,13 @@ func (c *Config) Validate(plans dialplan.Plans) configerr.List {
 		errs.Add("limits.drain_timeout", "must be positive")
 	}
 	return errs
+}
+
+func uriTypeName(t dialplan.URIType) string {
+	if t == "" {
+		return string(dialplan.TelephoneExtension)
+	}
+	return string(t)
 }
 
 // isLoopback reports whether host is a loopback address or "localhost":

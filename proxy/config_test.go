@@ -38,3 +38,19 @@ func TestSecuredPlanMayNotLeaveOverPlaintextToARemoteBackend(t *testing.T) {
 		})
 	}
 }
+
+func TestLyncGatewayNeedsASIPURIDialPlan(t *testing.T) {
+	for _, tc := range []struct {
+		uriType dialplan.URIType
+		wantErr bool
+	}{{dialplan.SIPURI, false}, {dialplan.TelephoneExtension, true}, {dialplan.E164, true}, {"", true}} {
+		cfg := Config{Advertise: "um.example.com", Listen: ListenConfig{TLS: ":5061"},
+			Gateways: []Gateway{{Name: "lync", Address: "pool.example.com", Kind: "lync", DialPlan: "p"}},
+			Backends: BackendsConfig{Servers: []Backend{{Address: "um1.example.com:5061"}}}}
+		cfg.SetDefaults()
+		errs := cfg.Validate(dialplan.Plans{{Name: "p", Security: dialplan.Secured, URIType: tc.uriType}})
+		if got := strings.Contains(errs.Error(), "lync gateway needs"); got != tc.wantErr {
+			t.Errorf("uri_type %q: refused = %v, want %v (%v)", tc.uriType, got, tc.wantErr, errs)
+		}
+	}
+}
