@@ -80,4 +80,3 @@ func TestLyncPeerIsRefusedWhileOurCertificateIsSelfSigned(t *testing.T) {
 		t.Fatalf("non-Lync gateway: want 200, got %s", r.StartLine())
 	}
 }
-
