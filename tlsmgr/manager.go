@@ -40,6 +40,10 @@ type Manager struct {
 	// so a test can change files knowing the change will be seen; checked
 	// after each look at the files Watch takes, with whether it reloaded.
 	watching func()
+
+	// watchingCh is closed once a Watch has its watches in place.
+	watchingCh   chan struct{}
+	watchingOnce sync.Once
 	checked  func(reloaded bool)
 
 	sessions clientSessions
@@ -77,7 +81,7 @@ func Open(cfg Config, log *zap.Logger) (*Manager, error) {
 	if err := cfg.Validate().Err(); err != nil {
 		return nil, fmt.Errorf("tls config: %w", err)
 	}
-	m := &Manager{cfg: cfg, log: log, minVersion: tls.VersionTLS12}
+	m := &Manager{cfg: cfg, log: log, minVersion: tls.VersionTLS12, watchingCh: make(chan struct{})}
 	if cfg.MinVersion == "1.3" {
 		m.minVersion = tls.VersionTLS13
 	}
@@ -335,3 +339,8 @@ func (m *Manager) NotAfter() map[string]time.Time {
 	}
 	return out
 }
+
+// Watching returns a channel closed once Watch has its watches in place:
+// from then on, a change on disk is seen. Callers that change files right
+// after starting Watch (tests, a supervisor) wait on it.
+func (m *Manager) Watching() <-chan struct{} { return m.watchingCh }

@@ -66,6 +66,7 @@ func (m *Manager) Watch(ctx context.Context) error {
 		return err
 	}
 	m.log.Info("watching certificate files for changes", zap.Strings("dirs", w.WatchList()))
+	m.watchingOnce.Do(func() { close(m.watchingCh) })
 	if m.watching != nil {
 		m.watching()
 	}
