@@ -44,7 +44,7 @@ type Manager struct {
 	// watchingCh is closed once a Watch has its watches in place.
 	watchingCh   chan struct{}
 	watchingOnce sync.Once
-	checked  func(reloaded bool)
+	checked      func(reloaded bool)
 
 	sessions clientSessions
 }
