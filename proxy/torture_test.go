@@ -335,6 +335,9 @@ func (tc tortureCase) check(t *testing.T, gw *streamPeer, msg []byte, alive func
 			if !ok {
 				t.Fatalf("%s: got %q (from the backend: %v)", what, m.start, m.backend)
 			}
+			if len(step) > 1 {
+				t.Logf("%s: %s (%q)", what, alt, m.start)
+			}
 			checkResponseVia(t, msg, m)
 			if alt == "forwarded" {
 				reached++
