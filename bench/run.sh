@@ -238,8 +238,10 @@ fi
 BACKEND_PID=""
 backend_start() { # backend_start LABEL
   if [[ $BACKEND == sipp ]]; then
+    # SIPp exits after 120 "overload" watchdog trips (a starved CPU): not here.
     start_bg "backend-$1" sipp -sf "$ROOT/bench/sipp/uas.xml" -i 127.0.0.1 -p "$P_BACKEND" -aa -nostdin \
       -timeout "${MAX_SECONDS}s" -buff_size 8388608 -max_recv_loops 10000 -deadcall_wait 5000 \
+      -watchdog_minor_maxtriggers 1000000 -watchdog_major_maxtriggers 1000000 \
       -trace_err -error_file "$WORK/logs/backend-$1.errors"
   else
     start_bg "backend-$1" "$UMLOAD" uas -listen "127.0.0.1:$P_BACKEND" -d "${MAX_SECONDS}s" -quiet
@@ -254,14 +256,17 @@ backend_start() { # backend_start LABEL
   die "backend did not start: $(tail -5 "$WORK/logs/backend-$1.log")"
 }
 backend_stop() { # backend_stop LABEL: stop it and record its ordering errors
-  local label=$1 n=0
+  local label=$1 n=0 f
   stop_group "$BACKEND_PID"; forget_pid "$BACKEND_PID"; BACKEND_PID=""
+  # (also the backends started after one died: backend-LABEL.LOAD.*)
   if [[ $BACKEND == sipp ]]; then
     # SIPp aborts a call on an unexpected message: count BYEs that came
     # while it was waiting for the ACK.
-    n=$(grep -o "while expecting 'ACK' ([a-z0-9 ]*), received 'BYE" "$WORK/logs/backend-$label.errors" 2>/dev/null | wc -l)
+    n=$(cat "$WORK/logs/backend-$label".*errors 2>/dev/null | grep -o "while expecting 'ACK' ([a-z0-9 ]*), received 'BYE" | wc -l)
   else
-    n=$(tail -1 "$WORK/logs/backend-$label.log" | jq -r '.bye_before_ack // 0' 2>/dev/null || echo 0)
+    for f in "$WORK/logs/backend-$label".*log; do
+      [[ -f $f ]] && n=$((n + $(tail -1 "$f" | jq -r '.bye_before_ack // 0' 2>/dev/null || echo 0)))
+    done
   fi
   echo "{\"backend_order_errors\": ${n:-0}}" >"$WORK/results/$label.backend.json"
 }
@@ -340,14 +345,14 @@ own_ticks() { # CPU ticks (utime + stime) used so far by the processes this scri
   echo "$t"
 }
 wait_quiet() {
-  local waited=0 share
+  local until=$((SECONDS + QUIET_WAIT)) share said=0
   ((QUIET_WAIT > 0)) || { sleep 0.5; return 0; }
   while :; do
     share=$(cpu_busy_share)
     awk -v s="$share" -v m="$NOISE_MAX" 'BEGIN{ exit !(s <= m) }' && return 0
-    ((waited == 0)) && log "machine busy ($(awk -v s="$share" 'BEGIN{printf "%.0f", s*100}') % of the CPUs): waiting up to ${QUIET_WAIT}s for quiet"
-    waited=$((waited + 1))
-    ((waited >= QUIET_WAIT)) && { log "still busy: running anyway (the figures will be marked noisy)"; return 0; }
+    ((said)) || log "machine busy ($(awk -v s="$share" 'BEGIN{printf "%.0f", s*100}') % of the CPUs used by other processes): waiting up to ${QUIET_WAIT}s for quiet"
+    said=1
+    ((SECONDS < until)) || { log "still busy: running anyway (the figures will be marked noisy)"; return 0; }
   done
 }
 
@@ -355,7 +360,14 @@ OTHER_PIDS="" # the backend and helpers: their CPU is reported apart
 run_load() {
   local label=$1 load=$2 out others=$OTHER_PIDS; shift 2
   out=$WORK/results/$label.$load.json
-  [[ -n $BACKEND_PID ]] && kill -0 "$BACKEND_PID" 2>/dev/null && others+="${others:+,}$BACKEND_PID"
+  if [[ -n $BACKEND_PID ]]; then
+    if ! kill -0 "$BACKEND_PID" 2>/dev/null; then
+      log "$label: the backend died (see logs/backend-$label*.log): starting another one"
+      echo '{"backend_deaths": 1}' >"$WORK/results/$label.$load.backend-death.json"
+      backend_start "$label.$load"
+    fi
+    others+="${others:+,}$BACKEND_PID"
+  fi
   wait_quiet # also lets the target settle after the previous load (closing connections, GC)
   "$UMLOAD" "$@" -target "$T_ADDR" "${CLIENT[@]}" -pids "$T_PID" ${others:+-other-pids "$others"} \
     >"$WORK/results/$label.$load.out" 2>"$WORK/logs/$label.$load.umload.log" || true
@@ -501,12 +513,13 @@ for t in umrouter kamailio floor; do
   V[$t.busy]=""
   ((BUSY_IDLE)) && V[$t.busy]=$(med "$t" busyidle .target_cpu_us_per_call)
   V[$t.fail]=$(($(sum "$t" calls .calls_failed | cut -d. -f1) + $(sum "$t" paced .calls_failed | cut -d. -f1) + $(sum "$t" busyidle .calls_failed | cut -d. -f1)))
-  c=0; o=0
+  c=0; o=0; d=0
   for rep in $(seq "$REPS"); do
     for f in "$WORK/results/$t.$rep"*.crashes.json; do [[ -f $f ]] && c=$((c + $(jq .crashes "$f"))); done
+    for f in "$WORK/results/$t.$rep"*.backend-death.json; do [[ -f $f ]] && d=$((d + 1)); done
     for f in "$WORK/results/$t.$rep"*.backend.json; do [[ -f $f ]] && o=$((o + $(jq .backend_order_errors "$f"))); done
   done
-  V[$t.crash]=$c V[$t.order]=$o
+  V[$t.crash]=$c V[$t.order]=$o V[$t.bdeath]=$d
 done
 g() { echo "${V[$1]:-}"; }
 
@@ -549,7 +562,7 @@ g() { echo "${V[$1]:-}"; }
     echo "| (e) CPU per call beside ${BUSY_IDLE} idle, µs | $(fmt "$(g umrouter.busy)") | $(fmt "$(g kamailio.busy)") | $(fmt "$(g floor.busy)") | $(ratio "$(g umrouter.busy)" "$(g kamailio.busy)") | ≤ 1.2× quiet (a): $(ratio "$(g umrouter.busy)" "$(g umrouter.cpu)") | $(verdict "$r" le 1.2 "$(g umrouter.busy)" "$(g umrouter.cpu)") |"
   fi
   echo "| BYE before ACK at the backend | $(g umrouter.order) | $(g kamailio.order) | n/a | | 0 | $([[ $(g umrouter.order) == 0 ]] && echo '**met**' || echo 'not met') |"
-  echo "| crashes | $(g umrouter.crash) | $(g kamailio.crash) | $(g floor.crash) | | | |"
+  echo "| crashes of the target (of the backend) | $(g umrouter.crash) ($(g umrouter.bdeath)) | $(g kamailio.crash) ($(g kamailio.bdeath)) | $(g floor.crash) | | | |"
   echo
   noise=""
   for t in umrouter kamailio floor; do
