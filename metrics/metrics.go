@@ -29,7 +29,8 @@ type Metrics struct {
 	Handshakes *prometheus.CounterVec
 	// Requests counts SIP requests received from peers by method, gateway and dial plan.
 	Requests *prometheus.CounterVec
-	// Responses counts SIP responses sent to gateways by method and code class (1xx..6xx).
+	// Responses counts SIP responses sent to gateways by method, code class
+	// (1xx..6xx), gateway and dial plan.
 	Responses *prometheus.CounterVec
 	// Refusals counts requests umrouter answered itself with an error, by code and reason.
 	Refusals *prometheus.CounterVec
@@ -76,8 +77,8 @@ func New() *Metrics {
 			Name: "umrouter_requests_total", Help: "SIP requests received by method, gateway and dial plan.",
 		}, []string{"method", "gateway", "dial_plan"}),
 		Responses: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "umrouter_responses_total", Help: "SIP responses sent to gateways by method and code class.",
-		}, []string{"method", "class"}),
+			Name: "umrouter_responses_total", Help: "SIP responses sent to gateways by method, code class, gateway and dial plan.",
+		}, []string{"method", "class", "gateway", "dial_plan"}),
 		Refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "umrouter_refusals_total", Help: "Requests refused by umrouter itself, by SIP code and reason.",
 		}, []string{"code", "reason"}),

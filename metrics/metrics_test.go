@@ -50,7 +50,7 @@ func touched() *Metrics {
 	m.Connections.WithLabelValues("tls", "gateway").Set(1)
 	m.Handshakes.WithLabelValues("refused", "unknown_ca").Inc()
 	m.Requests.WithLabelValues("INVITE", "gw1", "main").Inc()
-	m.Responses.WithLabelValues("INVITE", "2xx").Inc()
+	m.Responses.WithLabelValues("INVITE", "2xx", "gw1", "main").Inc()
 	m.Refusals.WithLabelValues("403", "not_a_gateway").Inc()
 	m.CallSetupSeconds.Observe(0.02)
 	m.BackendUp.WithLabelValues("127.0.0.1:5070").Set(1)

@@ -225,7 +225,7 @@ func (s *Server) refuse(f flow, p *peer, req *sip.Request, code int, reason, war
 	// Counted before it is sent: whoever saw the answer sees it counted.
 	s.m.Refusals.WithLabelValues(strconv.Itoa(code), reason).Inc()
 	if p.side == sideGateway {
-		s.m.Responses.WithLabelValues(methodLabel(req.Method), codeClass(code)).Inc()
+		s.m.Responses.WithLabelValues(methodLabel(req.Method), codeClass(code), gatewayName(p.gateway), "").Inc()
 	}
 	_ = f.send([]byte(res.String()))
 	fields := []zap.Field{zap.Int("code", code), zap.String("reason", reason), zap.String("method", string(req.Method)),
@@ -329,7 +329,7 @@ func (s *Server) handleRequest(f flow, p *peer, req *sip.Request, raw []byte) {
 	if p.side == sideGateway {
 		if initial && req.Method == sip.OPTIONS && req.Recipient.User == "" {
 			s.countRequest(req, p, "")
-			s.answerOptions(f, req)
+			s.answerOptions(f, p, req)
 			return
 		}
 		var ok bool
@@ -380,7 +380,7 @@ func (s *Server) redirect(f flow, p *peer, req *sip.Request) {
 	res := sip.NewResponseFromRequest(req, 302, "Moved Temporarily", nil)
 	res.AppendHeader(&sip.ContactHeader{Address: contact})
 	_ = f.send([]byte(res.String()))
-	s.m.Responses.WithLabelValues(string(req.Method), "3xx").Inc()
+	s.m.Responses.WithLabelValues(methodLabel(req.Method), "3xx", gatewayName(p.gateway), "").Inc()
 	s.log.Info("call redirected", zap.String("call_id", callID(req)), zap.String("gateway", gatewayName(p.gateway)),
 		zap.String("backend", b.addr))
 }
@@ -583,11 +583,11 @@ func (s *Server) isOurHost(host string) bool {
 	return strings.EqualFold(strings.Trim(host, "[]"), s.cfg.Advertise)
 }
 
-func (s *Server) answerOptions(f flow, req *sip.Request) {
+func (s *Server) answerOptions(f flow, p *peer, req *sip.Request) {
 	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
 	res.AppendHeader(sip.NewHeader("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, PRACK, REFER, NOTIFY"))
 	res.AppendHeader(sip.NewHeader("Accept", "application/sdp"))
-	s.m.Responses.WithLabelValues("OPTIONS", "2xx").Inc()
+	s.m.Responses.WithLabelValues("OPTIONS", "2xx", gatewayName(p.gateway), "").Inc()
 	_ = f.send([]byte(res.String()))
 }
 
@@ -1160,7 +1160,7 @@ func (s *Server) relay(tx *transaction, b []byte, code int) {
 	}
 	tx.lastResponse = b
 	if tx.inSide == sideGateway {
-		s.m.Responses.WithLabelValues(methodLabel(tx.method), codeClass(code)).Inc()
+		s.m.Responses.WithLabelValues(methodLabel(tx.method), codeClass(code), gatewayName(tx.gateway), tx.plan).Inc()
 	}
 	if err := tx.in.send(b); errors.Is(err, errTooLargeForDTLS) {
 		s.log.Warn("response not relayed: too large for the DTLS association", zap.String("call_id", tx.callID), zap.Int("code", code), zap.Error(err))
