@@ -84,7 +84,7 @@ func cmdCalls(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "umload calls:", err)
 		return 1
 	}
-	if r.ok.Load() == 0 || r.failed.Load() > 0 {
+	if r.ok.Load() == 0 || r.failed.Load() > 0 || len(r.connFails.snapshot()) > 0 {
 		return 1
 	}
 	return 0
@@ -164,6 +164,7 @@ type callRun struct {
 	closing   atomic.Bool // connections are being closed on purpose
 	lastDone  atomic.Int64
 	fails     reasons
+	connFails reasons      // connections that did not open
 	prov      atomic.Int64 // provisional responses
 	retrans   atomic.Int64 // 2xx to INVITE received again and re-ACKed
 	stray     atomic.Int64 // responses matching no call
@@ -252,6 +253,7 @@ func (r *callRun) run() (*report, error) {
 	rep.add("mode", "mode", "calls")
 	rep.add("target", "target", r.cf.target)
 	rep.add("connections", "connections", len(r.conns))
+	rep.add("connect_failures", "connections that did not open", r.connFails.snapshot())
 	rep.add("inflight_per_connection", "calls in flight per connection", r.o.inflight)
 	rep.add("rate_target", "target rate (calls/s, 0 = unpaced)", r.o.rate)
 	rep.add("calls_started", "calls started", r.started.Load())
@@ -298,10 +300,11 @@ func (r *callRun) progressLine() string {
 		perSecond(done, el), el.Round(time.Second))
 }
 
-// connect opens the connections, -connect-parallel at a time.
+// connect opens the connections, -connect-parallel at a time, each tried
+// up to three times. The run goes on with the connections that opened
+// (those that did not are reported); it fails only when none did.
 func (r *callRun) connect() error {
 	conns := make([]*callConn, r.o.conns)
-	var fails reasons
 	sem := make(chan struct{}, r.o.connectParallel)
 	var wg sync.WaitGroup
 	for i := range conns {
@@ -310,12 +313,17 @@ func (r *callRun) connect() error {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			tc, err := r.cf.dial(context.Background(), r.tlsConf)
-			if err != nil {
-				fails.add(errReason("connect", err))
-				return
+			for attempt := 1; ; attempt++ {
+				tc, err := r.cf.dial(context.Background(), r.tlsConf)
+				if err == nil {
+					conns[i] = newCallConn(r, i, tc)
+					return
+				}
+				if attempt == 3 {
+					r.connFails.add(errReason("connect", err))
+					return
+				}
 			}
-			conns[i] = newCallConn(r, i, tc)
 		}()
 	}
 	wg.Wait()
@@ -324,11 +332,8 @@ func (r *callRun) connect() error {
 			r.conns = append(r.conns, c)
 		}
 	}
-	if f := fails.snapshot(); len(f) > 0 {
-		for _, c := range r.conns {
-			c.tc.Close()
-		}
-		return fmt.Errorf("%d of %d connections failed: %s", r.o.conns-len(r.conns), r.o.conns, human(f))
+	if len(r.conns) == 0 {
+		return fmt.Errorf("no connection opened: %s", human(r.connFails.snapshot()))
 	}
 	return nil
 }
