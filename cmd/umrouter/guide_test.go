@@ -258,6 +258,17 @@ func TestGuideMarkupParsesMatchesAndUpdates(t *testing.T) {
 		}
 	}
 
+	m := "# HELP x\numrouter_calls_active 2\numrouter_calls_active_x 5\n" +
+		"umrouter_responses_total{class=\"2xx\",gateway=\"a\",method=\"BYE\"} 3\n" +
+		"umrouter_responses_total{class=\"2xx\",gateway=\"b\",method=\"BYE\"} 1\n" +
+		"umrouter_responses_total{class=\"4xx\",gateway=\"b\",method=\"BYE\"} 7\n"
+	if got := guideSample(m, "umrouter_calls_active"); got != 2 {
+		t.Errorf("calls_active = %v", got)
+	}
+	if got := guideSample(m, "umrouter_responses_total", `class="2xx"`, `method="BYE"`); got != 4 {
+		t.Errorf("BYE 2xx = %v", got)
+	}
+
 	base := "node_name: a\ntls:\n  x: 1\ngateways: []\n"
 	got := guideUpdate(base, "gateways:\n  - name: g\nstartup_mode: dual\n")
 	if want := "node_name: a\ntls:\n  x: 1\ngateways:\n  - name: g\nstartup_mode: dual\n"; got != want {
@@ -792,7 +803,7 @@ func (g *guideRun) stop(p *guideProc, wait time.Duration) bool {
 func (g *guideRun) finish() {
 	for n := 1; n <= guideNodes; n++ {
 		if g.nodes[n].daemon != nil && !g.nodes[n].daemon.exited() {
-			g.settled(n, "at the end of the guide", "umrouter_calls_active 0")
+			g.settled(n, "at the end of the guide", guideWant{name: "umrouter_calls_active", value: 0})
 		}
 	}
 	for _, p := range g.procs {
@@ -931,32 +942,67 @@ func (g *guideRun) metrics(n int) string {
 	return string(body)
 }
 
-// settled waits until node n's /metrics holds every line of want (whole
-// lines), or fails after a deadline: a call's end is counted when its BYE's
-// answer passes, which test-call.sh may see a moment before.
-func (g *guideRun) settled(n int, what string, want ...string) {
+// guideSample is one sample of a metric family in /metrics text: every
+// sample named name whose labels include all of labels (`k="v"`), summed, so
+// that a check does not depend on labels added later.
+func guideSample(metrics, name string, labels ...string) float64 {
+	sum := 0.0
+	for _, l := range strings.Split(metrics, "\n") {
+		rest, ok := strings.CutPrefix(l, name)
+		if !ok || (rest != "" && rest[0] != '{' && rest[0] != ' ') {
+			continue
+		}
+		i := strings.LastIndexByte(rest, ' ')
+		if i < 0 {
+			continue
+		}
+		series, value := rest[:i], rest[i+1:]
+		all := true
+		for _, lb := range labels {
+			if !strings.Contains(series, lb) {
+				all = false
+			}
+		}
+		if v, err := strconv.ParseFloat(value, 64); err == nil && all {
+			sum += v
+		}
+	}
+	return sum
+}
+
+// guideWant is a metric a check waits for: the sum of name{labels...} is value.
+type guideWant struct {
+	name   string
+	labels []string
+	value  float64
+}
+
+// settled waits until node n's /metrics shows every want, or fails after a
+// deadline: a call's end is counted when its BYE's answer passes, which
+// test-call.sh may see a moment before.
+func (g *guideRun) settled(n int, what string, want ...guideWant) {
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		m := "\n" + g.metrics(n)
-		missing := ""
+		m := g.metrics(n)
+		problem := ""
 		for _, w := range want {
-			if !strings.Contains(m, "\n"+w+"\n") {
-				missing = w
+			if got := guideSample(m, w.name, w.labels...); got != w.value {
+				problem = fmt.Sprintf("%s{%s} is %v, want %v", w.name, strings.Join(w.labels, ","), got, w.value)
 				break
 			}
 		}
-		if missing == "" {
+		if problem == "" {
 			return
 		}
 		if time.Now().After(deadline) {
 			var ours []string
 			for _, l := range strings.Split(m, "\n") {
 				if strings.HasPrefix(l, "umrouter_calls_active") || strings.HasPrefix(l, "umrouter_responses_total") ||
-					strings.HasPrefix(l, "umrouter_requests_total") || strings.HasPrefix(l, "umrouter_backend_") && !strings.Contains(l, "_bucket") {
+					strings.HasPrefix(l, "umrouter_requests_total") || strings.HasPrefix(l, "umrouter_backend_up") {
 					ours = append(ours, l)
 				}
 			}
-			g.t.Errorf("%s: um%d's /metrics lacks %q 15 s later:\n%s", what, n, missing, strings.Join(ours, "\n"))
+			g.t.Errorf("%s: on um%d, %s 15 s later:\n%s", what, n, problem, strings.Join(ours, "\n"))
 			return
 		}
 		time.Sleep(guidePoll)
@@ -968,10 +1014,10 @@ func (g *guideRun) settled(n int, what string, want ...string) {
 // which test-call.sh, on the gateway's side, cannot see.
 func (g *guideRun) checkSecuredCall(b *guideBlock) {
 	g.settled(1, guideWhere(b),
-		"umrouter_calls_active 0",
-		`umrouter_backend_up{backend="127.0.0.1:`+g.sip+`"} 1`,
-		`umrouter_requests_total{dial_plan="main",gateway="gw1",method="ACK"} 3`,
-		`umrouter_responses_total{class="2xx",method="BYE"} 4`,
+		guideWant{name: "umrouter_calls_active", value: 0},
+		guideWant{name: "umrouter_backend_up", labels: []string{`backend="127.0.0.1:` + g.sip + `"`}, value: 1},
+		guideWant{name: "umrouter_requests_total", labels: []string{`gateway="gw1"`, `method="ACK"`}, value: 3},
+		guideWant{name: "umrouter_responses_total", labels: []string{`class="2xx"`, `method="BYE"`}, value: 4},
 	)
 }
 
