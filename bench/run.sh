@@ -29,6 +29,9 @@
 #                       a bench-only pprof build; top functions are printed
 #   --rev REV           build umrouter from git revision REV (git archive) instead
 #                       of the working tree
+#   --nice N            run targets, backend and load generator at niceness N
+#                       (e.g. -5, as root): on a shared machine, other users'
+#                       background jobs then yield to the measurement
 #   --out DIR           copy the report, raw JSON results and logs to DIR
 #   --keep              keep the work directory
 #
@@ -45,7 +48,7 @@
 set -eu # not pipefail: many pipelines here end in a filter that may see nothing
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-QUICK=0 REPS="" TARGETS="umrouter kamailio floor" BACKEND=sipp PROFILE=0 OUT="" KEEP=0 REV=""
+QUICK=0 REPS="" TARGETS="umrouter kamailio floor" BACKEND=sipp PROFILE=0 OUT="" KEEP=0 REV="" NICE=0
 while (($#)); do
   case $1 in
     --quick) QUICK=1 ;;
@@ -55,6 +58,7 @@ while (($#)); do
     --profile) PROFILE=1 ;;
     --out) OUT=${2:?}; shift ;;
     --rev) REV=${2:?}; shift ;;
+    --nice) NICE=${2:?}; shift ;;
     --keep) KEEP=1 ;;
     -h | --help) sed -n '2,/^set -eu/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
@@ -64,6 +68,7 @@ done
 [[ -z $REPS ]] && { ((QUICK)) && REPS=1 || REPS=3; }
 [[ $REPS =~ ^[1-9][0-9]?$ ]] || { echo "bench/run.sh: -r takes 1..99" >&2; exit 2; }
 [[ $BACKEND == sipp || $BACKEND == umload ]] || { echo "bench/run.sh: --backend sipp|umload" >&2; exit 2; }
+[[ $NICE =~ ^-?[0-9]+$ ]] || { echo "bench/run.sh: --nice takes an integer" >&2; exit 2; }
 
 # ---- loads ----------------------------------------------------------------
 CONNS=50
@@ -115,7 +120,7 @@ die() { echo "bench: $*" >&2; exit 1; }
 # children can be stopped together), output to logs/NAME.log; sets BG_PID.
 start_bg() {
   local name=$1; shift
-  setsid "$@" >"$WORK/logs/$name.log" 2>&1 &
+  setsid nice -n "$NICE" "$@" >"$WORK/logs/$name.log" 2>&1 &
   BG_PID=$!
   PIDS+=("$BG_PID")
 }
@@ -134,6 +139,7 @@ need ss "apt-get install iproute2"
 }
 [[ $BACKEND == sipp ]] && need sipp "apt-get install sip-tester, or --backend umload"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if ((NICE < 0)) && ! nice -n "$NICE" true 2>/dev/null; then die "--nice $NICE needs root (CAP_SYS_NICE)"; fi
 (($(ulimit -n) >= 12000)) || log "warning: open files limit $(ulimit -n) is low for 5,000 idle connections"
 
 # ---- ports: the first free block of 100 from 35000 --------------------------
@@ -369,7 +375,7 @@ run_load() {
     others+="${others:+,}$BACKEND_PID"
   fi
   wait_quiet # also lets the target settle after the previous load (closing connections, GC)
-  "$UMLOAD" "$@" -target "$T_ADDR" "${CLIENT[@]}" -pids "$T_PID" ${others:+-other-pids "$others"} \
+  nice -n "$NICE" "$UMLOAD" "$@" -target "$T_ADDR" "${CLIENT[@]}" -pids "$T_PID" ${others:+-other-pids "$others"} \
     >"$WORK/results/$label.$load.out" 2>"$WORK/logs/$label.$load.umload.log" || true
   tail -1 "$WORK/results/$label.$load.out" | jq -c . >"$out" 2>/dev/null || echo '{"error":"no result"}' >"$out"
   log "$label $load: $(jq -r '[
@@ -533,7 +539,7 @@ g() { echo "${V[$1]:-}"; }
   fi
   echo "- $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(uname -sr), $(go version | cut -d' ' -f3)"
   has kamailio && echo "- $(kamailio -v 2>/dev/null | head -1 | cut -d' ' -f1-3), $KAM_CHILDREN UDP + $KAM_TCP_CHILDREN TLS workers, shm allocator $KAM_MEM, $(openssl version | cut -d' ' -f1-2)$([[ -n $KAM_PRELOAD ]] && echo ', OpenSSL-after-fork shim')"
-  echo "- backend: $BACKEND; repetitions: $REPS (medians)$( ((QUICK)) && echo '; **--quick: short loads, indicative only**')"
+  echo "- backend: $BACKEND; repetitions: $REPS (medians)$( ((NICE)) && echo "; bench processes at niceness $NICE")$( ((QUICK)) && echo '; **--quick: short loads, indicative only**')"
   echo "- loads: (a) $CONNS connections × 2 calls in flight, ${A_N} calls or ${A_D}; (b) ${B_RATE} calls/s for ${B_D}; (c) handshakes for ${C_D} (4 concurrent, TLS 1.3, ECDSA P-256, X25519), resumption ${R_D}; (d) idle ${IDLE_KS[*]} connections$( ((BUSY_IDLE)) && echo "; (e) (a) beside ${BUSY_IDLE} idle connections")"
   echo
   echo "| figure | umrouter | Kamailio | floor | umrouter / Kamailio | goal | goal status |"
