@@ -732,7 +732,7 @@ func (s *Server) forwardToPoolLocked(tx *transaction) {
 		}
 		s.m.BackendRequests.WithLabelValues(b.addr, "error").Inc()
 		s.log.Warn("backend unreachable, trying the next one", zap.String("backend", b.addr), zap.String("call_id", tx.callID), zap.Error(err))
-		s.rt().pool.markDown(b, s.rt().backends.Health.Interval)
+		s.rt().pool.markSuspect(b, s.rt().backends.Health.Interval)
 	}
 }
 
@@ -1077,7 +1077,11 @@ func (s *Server) handleResponse(f flow, p *peer, res *sip.Response, raw []byte) 
 		}
 	}
 	if s.shouldFailover(tx, res) {
-		s.rt().pool.markDown(tx.backend, retryAfterOf(res, s.rt().backends.Health.Interval))
+		if d := retryAfterOf(res, 0); d > 0 {
+			s.rt().pool.markDown(tx.backend, d)
+		} else {
+			s.rt().pool.markSuspect(tx.backend, s.rt().backends.Health.Interval)
+		}
 		s.log.Warn("backend refused the call, trying the next one", zap.String("backend", tx.backend.addr), zap.Int("code", code), zap.String("call_id", tx.callID))
 		s.forwardToPoolLocked(tx)
 		return
@@ -1276,7 +1280,7 @@ func (s *Server) expireTx(tx *transaction, now time.Time) {
 		// call on: a server may rightly ignore some other request (an
 		// unknown method, say), and must not leave the pool for it.
 		if tx.backend != nil && tx.method == sip.INVITE && !tx.req.To().Params.Has("tag") && !tx.cancelled {
-			s.rt().pool.markDown(tx.backend, s.rt().backends.Health.Interval)
+			s.rt().pool.markSuspect(tx.backend, s.rt().backends.Health.Interval)
 			s.log.Warn("backend did not answer, trying the next one", zap.String("backend", tx.backend.addr), zap.String("call_id", tx.callID))
 			s.forwardToPoolLocked(tx)
 			return

@@ -21,8 +21,12 @@ type backendServer struct {
 	weight atomic.Int32 // replaced by a reload
 
 	// downUntil is a Unix-nanosecond time before which no new call goes here
-	// (after a transport failure or a 503 with Retry-After).
+	// (a 503 with Retry-After: the server said so).
 	downUntil atomic.Int64
+	// suspectUntil is the same after a transport failure or silence, which
+	// a busy machine can cause too: when every server is suspect, calls
+	// still go to them rather than all getting 503 (see pick).
+	suspectUntil atomic.Int64
 	// ipPort is the resolved address, for UDP sends and for recognising the
 	// server as the source of a datagram or the target of an in-dialog request.
 	resolved atomic.Pointer[netip.AddrPort]
@@ -137,7 +141,7 @@ func (b *backendServer) resolve(ctx context.Context) (netip.AddrPort, error) {
 // up reports whether b may take a new call: its probes pass and no
 // failure or Retry-After keeps it away.
 func (b *backendServer) up(now time.Time) bool {
-	return !b.probeDown.Load() && now.UnixNano() >= b.downUntil.Load()
+	return !b.probeDown.Load() && now.UnixNano() >= b.downUntil.Load() && now.UnixNano() >= b.suspectUntil.Load()
 }
 
 // eligible reports whether b may take a new call now.
@@ -146,8 +150,28 @@ func (b *backendServer) eligible(now time.Time, tried []*backendServer) bool {
 }
 
 // pick chooses a server for a new call by the configured balance, among
-// those that are eligible and not in tried; nil when none is.
+// those that are eligible and not in tried. When none is, a server that is
+// only suspect (it failed a call, but its health probes pass and it asked
+// for no Retry-After) is tried as a last resort, so that one overloaded
+// moment does not turn every call into a 503. nil when none is left.
 func (p *backendPool) pick(tried []*backendServer) *backendServer {
+	if b := p.pickBalanced(tried); b != nil {
+		return b
+	}
+	now := time.Now()
+	start := int(p.next.Add(1) - 1)
+	for i := range p.servers {
+		b := p.servers[(start+i)%len(p.servers)]
+		if b.weight.Load() > 0 && AdminState(b.admin.Load()) == AdminEnabled && !b.probeDown.Load() &&
+			now.UnixNano() >= b.downUntil.Load() && !contains(tried, b) {
+			return b
+		}
+	}
+	return nil
+}
+
+// pickBalanced is pick's choice among eligible servers.
+func (p *backendPool) pickBalanced(tried []*backendServer) *backendServer {
 	n := len(p.servers)
 	if n == 0 {
 		return nil
@@ -209,9 +233,19 @@ func contains(list []*backendServer, b *backendServer) bool {
 	return false
 }
 
-// markDown keeps new calls away from b for d.
+// markDown keeps new calls away from b for d, as its Retry-After asked.
 func (p *backendPool) markDown(b *backendServer, d time.Duration) {
-	b.downUntil.Store(time.Now().Add(d).UnixNano())
+	p.mark(b, &b.downUntil, d)
+}
+
+// markSuspect keeps new calls away from b for d after a failure of its
+// own (transport error, silence), unless no other server is left.
+func (p *backendPool) markSuspect(b *backendServer, d time.Duration) {
+	p.mark(b, &b.suspectUntil, d)
+}
+
+func (p *backendPool) mark(b *backendServer, until *atomic.Int64, d time.Duration) {
+	until.Store(time.Now().Add(d).UnixNano())
 	p.m.BackendUp.WithLabelValues(b.addr).Set(0)
 	time.AfterFunc(d, func() {
 		if b.up(time.Now()) {
@@ -220,11 +254,12 @@ func (p *backendPool) markDown(b *backendServer, d time.Duration) {
 	})
 }
 
-// anyUp reports whether at least one server can take a new call.
+// anyUp reports whether at least one server can take a new call (as a
+// last resort included: see pick).
 func (p *backendPool) anyUp() bool {
 	now := time.Now()
 	for _, b := range p.servers {
-		if b.eligible(now, nil) {
+		if b.weight.Load() > 0 && AdminState(b.admin.Load()) == AdminEnabled && !b.probeDown.Load() && now.UnixNano() >= b.downUntil.Load() {
 			return true
 		}
 	}
