@@ -86,7 +86,14 @@ expect() { # CSEQ: read responses until a final one to that request (a
       Warning:*) warn+=("$line") ;;
       To:*) to=${line#To: } ;;
       Contact:*) contact=${line#Contact: }; contact=${contact#<}; contact=${contact%%>*} ;;
-      Record-Route:*) rr=("${line#Record-Route: }" "${rr[@]}") ;;  # reversed: a UAC's route set
+      Record-Route:*) # the route set of a UAC: every value, in reverse order,
+        # also when several values share one header line
+        local v=${line#Record-Route: } e
+        while [[ -n $v ]]; do
+          e=${v%%>*}\>; v=${v#*>}; v=${v#*,}; v=${v# }
+          [[ $e == *\<* ]] && rr=("${e#"${e%%<*}"}" "${rr[@]}")
+          [[ $v == *\>* ]] || v=""
+        done ;;
       "")
         [[ -n $status && $cseq == "$want" ]] || { status=""; continue; }
         echo "<- $status"
