@@ -99,6 +99,7 @@ cleanup() {
   trap - EXIT INT TERM
   for pid in "${PIDS[@]}"; do stop_group "$pid"; done
   [[ -n $WATCHDOG ]] && stop_group "$WATCHDOG"
+  [[ -n ${AG_PREV:-} ]] && echo "$AG_PREV" >/proc/$$/autogroup 2>/dev/null
   if [[ -n $OUT ]]; then
     mkdir -p "$OUT" && cp -r "$WORK/results" "$WORK/logs" "$OUT/" && cp "$WORK"/report.md "$OUT/" 2>/dev/null || true
     [[ -d $WORK/profile ]] && cp -r "$WORK/profile" "$OUT/"
@@ -120,7 +121,11 @@ die() { echo "bench: $*" >&2; exit 1; }
 # children can be stopped together), output to logs/NAME.log; sets BG_PID.
 start_bg() {
   local name=$1; shift
-  setsid nice -n "$NICE" "$@" >"$WORK/logs/$name.log" 2>&1 &
+  # With --nice, the new session's scheduler autogroup gets the niceness
+  # too: under sched_autogroup, a process's nice only counts within its
+  # session, and CPU is shared between sessions by their autogroup's nice.
+  setsid bash -c '[[ $0 != 0 ]] && echo "$0" >/proc/self/autogroup 2>/dev/null; exec nice -n "$0" "$@"' "$NICE" "$@" \
+    >"$WORK/logs/$name.log" 2>&1 &
   BG_PID=$!
   PIDS+=("$BG_PID")
 }
@@ -140,6 +145,13 @@ need ss "apt-get install iproute2"
 [[ $BACKEND == sipp ]] && need sipp "apt-get install sip-tester, or --backend umload"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 if ((NICE < 0)) && ! nice -n "$NICE" true 2>/dev/null; then die "--nice $NICE needs root (CAP_SYS_NICE)"; fi
+# umload runs in this script's session: give its autogroup the niceness too.
+# (restored on exit: the session may be the user's shell's)
+AG_PREV=""
+if ((NICE)) && [[ -w /proc/self/autogroup ]]; then
+  AG_PREV=$(awk '{print $NF}' /proc/$$/autogroup)
+  echo "$NICE" >/proc/$$/autogroup 2>/dev/null || AG_PREV=""
+fi
 (($(ulimit -n) >= 12000)) || log "warning: open files limit $(ulimit -n) is low for 5,000 idle connections"
 
 # ---- ports: the first free block of 100 from 35000 --------------------------
