@@ -6,7 +6,7 @@
 # presents another certificate: one the CA issued to no configured gateway.
 set -euo pipefail
 cert=${CERT:-pki/gw1}
-coproc TLS { openssl s_client -quiet -connect "${UMROUTER:-127.0.0.1:5061}" -servername umrouter.example.test \
+coproc TLS { exec openssl s_client -quiet -connect "${UMROUTER:-127.0.0.1:5061}" -servername umrouter.example.test \
   -cert "$cert.crt" -key "$cert.key" -CAfile pki/ca.crt -verify_return_error 2>/dev/null; }
 # s_client -quiet ignores end of input and would hold the connection open
 # until umrouter's idle timeout: end it with the script.
