@@ -228,3 +228,28 @@ func TestCancelOfRingingCallIsRelayedAndAnswered487AtOnce(t *testing.T) {
 		t.Fatalf("SIPp UAS did not complete the cancelled call: %v (%+v)", err, st)
 	}
 }
+
+// TestReturningGatewayResumesItsTLSSession: a gateway reconnecting with the
+// session ticket of its previous connection does an abbreviated handshake
+// (issue 7: resumption makes a returning gateway's reconnect cheap) and is
+// still identified and served.
+func TestReturningGatewayResumesItsTLSSession(t *testing.T) {
+	pki := newTestPKI(t)
+	cfg, plans := baseConfig("127.0.0.1:9")
+	p := startProxy(t, pki, cfg, plans)
+	cache := tls.NewLRUClientSessionCache(4)
+	for i, wantResumed := range []bool{false, true} {
+		c, err := dialGateway(t, p.tlsAddr, pki, &pki.gw.TLS, func(tc *tls.Config) { tc.ClientSessionCache = cache })
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.send(optionsTo(c, "")) // TLS 1.3 tickets arrive with the first read
+		if r := c.response(5 * time.Second); r.StatusCode != 200 {
+			t.Fatalf("connection %d: %s", i, r.StartLine())
+		}
+		if got := c.conn.(*tls.Conn).ConnectionState().DidResume; got != wantResumed {
+			t.Fatalf("connection %d: resumed = %v, want %v", i, got, wantResumed)
+		}
+		c.conn.Close()
+	}
+}

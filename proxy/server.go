@@ -67,6 +67,7 @@ type Server struct {
 	dtlsPort atomic.Int32
 
 	dtlsListener net.Listener
+	serverTLS    *tls.Config
 
 	connMu    sync.Mutex
 	conns     map[uint64]*streamConn
@@ -102,6 +103,10 @@ func New(cfg Config, plans dialplan.Plans, certs Certificates, m *metrics.Metric
 		listeners:    map[string]*boundListener{},
 	}
 	s.parser.MaxMessageLength = cfg.Limits.MaxMessageBytes
+	// One server configuration for every connection: its session ticket
+	// keys are what lets a returning gateway resume its session. It reads
+	// the certificate manager's current material at each handshake.
+	s.serverTLS = certs.ServerConfig()
 	s.routing.Store(s.buildRouting(nil, cfg, plans, nil))
 	s.txs.init()
 	s.dialogs.init()
@@ -290,7 +295,7 @@ func (s *Server) serveConn(nc net.Conn, tp string) {
 		}
 		s.m.Handshakes.WithLabelValues("ok", result).Inc()
 	} else if tp == "TLS" {
-		tc := tls.Server(nc, s.certs.ServerConfig())
+		tc := tls.Server(nc, s.serverTLS)
 		hctx, cancel := context.WithTimeout(s.ctx, s.cfg.Limits.HandshakeTimeout)
 		err := tc.HandshakeContext(hctx)
 		timedOut := errors.Is(hctx.Err(), context.DeadlineExceeded)
