@@ -39,7 +39,7 @@
 # use during a load before its figures count as noisy), QUIET_WAIT (30 s, 0
 # with --quick: how long to wait for a quiet machine before each load),
 # KAM_CHILDREN / KAM_TCP_CHILDREN (4 / 4 Kamailio UDP / TLS workers),
-# KAM_MEM (fm: Kamailio's memory manager, -x/-X), KAM_MODULES.
+# KAM_MEM (tlsf: Kamailio's memory manager, -x/-X), KAM_MODULES.
 #
 # Needs: go, openssl, jq, ss; kamailio and kamailio-tls-modules (Debian);
 # sipp (Debian sip-tester) for the default backend; gcc for Kamailio 5.6's
@@ -237,7 +237,7 @@ limits: { max_connections: 20000 }
 EOF
 "$WORK/bin/umrouter" config check "$WORK/umrouter.yaml" >/dev/null || die "umrouter rejects the bench configuration"
 
-KAM_CHILDREN=${KAM_CHILDREN:-4} KAM_TCP_CHILDREN=${KAM_TCP_CHILDREN:-4} KAM_MEM=${KAM_MEM:-fm}
+KAM_CHILDREN=${KAM_CHILDREN:-4} KAM_TCP_CHILDREN=${KAM_TCP_CHILDREN:-4} KAM_MEM=${KAM_MEM:-tlsf}
 if [[ " $TARGETS " == *" kamailio "* ]]; then
   mkdir -p "$WORK/kamailio/run"
   threads="# tls_threads_mode: not in this Kamailio version (the LD_PRELOAD shim does its job)"
