@@ -312,7 +312,7 @@ target_start() { # target_start TARGET LABEL [pprof]
       rm -f "$WORK/kamailio/run/kamailio.pid"
       LD_PRELOAD=$KAM_PRELOAD start_bg "$label" timeout "$MAX_SECONDS" kamailio -DD -E --atexit=no \
         -f "$WORK/kamailio/kamailio.cfg" -Y "$WORK/kamailio/run" -P "$WORK/kamailio/run/kamailio.pid" \
-        -w "$WORK/kamailio" -m 1024 -M 16 -x "$KAM_MEM" -X "$KAM_MEM"
+        -w "$WORK/kamailio" -m 4096 -M 16 -x "$KAM_MEM" -X "$KAM_MEM"
       T_ADDR=127.0.0.1:$P_KAM_TLS ;;
     floor)
       start_bg "$label" timeout "$MAX_SECONDS" "$WORK/bin/floor" -listen "127.0.0.1:$P_FLOOR" \
@@ -403,7 +403,7 @@ run_load() {
 }
 
 # umrouter's own allocation counters (admin /metrics), for allocations per call.
-go_mem() { curl -s "http://127.0.0.1:$P_ADMIN/metrics" | awk '/^go_memstats_mallocs_total /{m=$2} /^go_memstats_alloc_bytes_total /{b=$2} /^go_gc_duration_seconds_count /{g=$2} END{printf "%d %d %d\n", m, b, g}'; }
+go_mem() { curl -s "http://127.0.0.1:$P_ADMIN/metrics" | awk '/^go_memstats_mallocs_total /{m=$2} /^go_memstats_alloc_bytes_total /{b=$2} /^go_gc_duration_seconds_count /{g=$2} END{printf "%.0f %.0f %.0f\n", m, b, g}'; }
 
 session_main() { # session_main TARGET REP: idle (first K), handshakes, calls, paced, busy-idle
   local target=$1 rep=$2 label=$1.$2 m0 m1
