@@ -28,6 +28,7 @@ type callsConfig struct {
 	toUser          string
 	fromUser        string
 	srtp            bool
+	routeLines      bool
 	connectParallel int
 }
 
@@ -53,6 +54,7 @@ func cmdCalls(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.toUser, "to-user", "12345", "called number: the Request-URI user part")
 	fs.StringVar(&o.fromUser, "from-user", "5551234", "calling number: the From user part")
 	fs.BoolVar(&o.srtp, "srtp", false, "offer SRTP (RTP/SAVP with a=crypto), as a secured dial plan requires")
+	fs.BoolVar(&o.routeLines, "route-lines", false, "send the route set of ACK and BYE as one Route header per entry (default: one comma-separated Route header; both are valid SIP)")
 	fs.IntVar(&o.connectParallel, "connect-parallel", 32, "TLS handshakes in parallel while connecting")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "usage: umload calls [flags]\n\nFull calls (INVITE with SDP, 100, 180, 200, ACK, BYE, 200) over C persistent mutual-TLS\nconnections; bounded by -n and -d, whichever comes first.\n\n")
@@ -499,7 +501,7 @@ func (c *callConn) ack2xx(b []byte, cl *call) []byte {
 	var via [96]byte
 	return appendRequest(b, &requestParams{
 		method: "ACK", ruri: cl.rs.target, via: string(c.branch(via[:0], cl, 'a')),
-		from: cl.from, to: cl.to, callID: cl.id, cseq: 1, routes: cl.rs.routes,
+		from: cl.from, to: cl.to, callID: cl.id, cseq: 1, routes: cl.rs.routes, routeLines: c.r.o.routeLines,
 	})
 }
 
@@ -517,7 +519,7 @@ func (c *callConn) bye(b []byte, cl *call) []byte {
 	var via [96]byte
 	return appendRequest(b, &requestParams{
 		method: "BYE", ruri: cl.rs.target, via: string(c.branch(via[:0], cl, 'b')),
-		from: cl.from, to: cl.to, callID: cl.id, cseq: 2, routes: cl.rs.routes,
+		from: cl.from, to: cl.to, callID: cl.id, cseq: 2, routes: cl.rs.routes, routeLines: c.r.o.routeLines,
 	})
 }
 
@@ -529,6 +531,7 @@ func (c *callConn) ackFromResponse(b []byte, m *message) []byte {
 		method: "ACK", ruri: rs.target,
 		via:  c.via + "late." + strconv.FormatInt(time.Now().UnixNano(), 36) + ".a",
 		from: string(m.from), to: string(m.to), callID: string(m.callID), cseq: m.cseq, routes: rs.routes,
+		routeLines: c.r.o.routeLines,
 	})
 }
 

@@ -304,9 +304,17 @@ func looseRouter(entry string) bool {
 	return false
 }
 
-// appendRoute writes a Route header for routes, or nothing.
-func appendRoute(b []byte, routes []string) []byte {
+// appendRoute writes the route set as one comma-separated Route header
+// (or one Route header per entry with lines), or nothing; RFC 3261 §7.3.1
+// makes both forms equivalent.
+func appendRoute(b []byte, routes []string, lines bool) []byte {
 	if len(routes) == 0 {
+		return b
+	}
+	if lines {
+		for _, r := range routes {
+			b = appendHeader(b, "Route", []byte(r))
+		}
 		return b
 	}
 	b = append(b, "Route: "...)
@@ -382,7 +390,10 @@ type requestParams struct {
 	cseq    uint32
 	contact string // Contact value, or ""
 	routes  []string
-	body    []byte // with Content-Type application/sdp when not empty
+	// routeLines writes one Route header per entry instead of one
+	// comma-separated Route header.
+	routeLines bool
+	body       []byte // with Content-Type application/sdp when not empty
 }
 
 // appendRequest writes a request.
@@ -393,7 +404,7 @@ func appendRequest(b []byte, p *requestParams) []byte {
 	b = append(b, " SIP/2.0\r\nVia: "...)
 	b = append(b, p.via...)
 	b = append(b, "\r\nMax-Forwards: 70\r\n"...)
-	b = appendRoute(b, p.routes)
+	b = appendRoute(b, p.routes, p.routeLines)
 	b = append(b, "From: "...)
 	b = append(b, p.from...)
 	b = append(b, "\r\nTo: "...)

@@ -242,3 +242,15 @@ func strs(b [][]byte) []string {
 	}
 	return out
 }
+
+func TestRouteSetAsOneHeaderOrOnePerEntry(t *testing.T) {
+	routes := []string{"<sip:a;lr>", "<sip:b;lr>"}
+	one := string(appendRoute(nil, routes, false))
+	if one != "Route: <sip:a;lr>, <sip:b;lr>\r\n" {
+		t.Errorf("combined: %q", one)
+	}
+	lines := string(appendRoute(nil, routes, true))
+	if lines != "Route: <sip:a;lr>\r\nRoute: <sip:b;lr>\r\n" {
+		t.Errorf("one per entry: %q", lines)
+	}
+}
