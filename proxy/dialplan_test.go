@@ -24,10 +24,7 @@ func securedSetup(t *testing.T, scenario string) (*testProxy, *sipClient, *sippt
 	cfg, plans := baseConfig(uas.Addr())
 	plans[0].Security = dialplan.Secured
 	p := startProxy(t, pki, cfg, plans)
-	c, err := dialGateway(t, p.tlsAddr, pki, &pki.gw.TLS, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := p.gateway(t)
 	return p, c, uas
 }
 
@@ -87,10 +84,7 @@ func TestDialedNumberNotValidForThePlanGets484Or404(t *testing.T) {
 	pki := newTestPKI(t)
 	cfg, plans := baseConfig("127.0.0.1:9")
 	p := startProxy(t, pki, cfg, plans)
-	c, err := dialGateway(t, p.tlsAddr, pki, &pki.gw.TLS, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := p.gateway(t)
 	for _, tc := range []struct {
 		user string
 		code int
@@ -110,10 +104,7 @@ func TestHuntGroupChoosesThePlanByPilotNumber(t *testing.T) {
 	plans = append(plans, dialplan.Plan{Name: "vip", Security: dialplan.Secured, URIType: dialplan.TelephoneExtension, NumberOfDigits: 5})
 	cfg.Gateways[0].HuntGroups = []HuntGroup{{Pilot: "55555", DialPlan: "vip"}}
 	p := startProxy(t, pki, cfg, plans)
-	c, err := dialGateway(t, p.tlsAddr, pki, &pki.gw.TLS, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := p.gateway(t)
 	inv, _ := c.invite("55555") // the secured hunt group: plain RTP refused
 	c.send(inv)
 	if r := c.finalResponse(5 * time.Second); r.StatusCode != 488 {

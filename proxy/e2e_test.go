@@ -62,10 +62,7 @@ func TestBackendByeReachesTheGatewayOverItsTLSConnection(t *testing.T) {
 	pki := newTestPKI(t)
 	cfg, plans := baseConfig(uas.Addr())
 	p := startProxy(t, pki, cfg, plans)
-	c, err := dialGateway(t, p.tlsAddr, pki, &pki.gw.TLS, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := p.gateway(t)
 	inv, d := c.invite("12345")
 	c.send(inv)
 	d.establish(c.finalResponse(10 * time.Second))

@@ -366,3 +366,14 @@ func callsInParallel(t testing.TB, p *testProxy, conns, perConn int, call func(*
 	}
 	return out
 }
+
+// gateway connects as gw1, presenting its certificate, failing the test if
+// the connection cannot be made.
+func (p *testProxy) gateway(t testing.TB) *sipClient {
+	t.Helper()
+	c, err := dialGateway(t, p.tlsAddr, p.pki, &p.pki.gw.TLS, nil)
+	if err != nil {
+		t.Fatalf("dial as gw1: %v", err)
+	}
+	return c
+}

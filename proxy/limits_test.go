@@ -31,10 +31,7 @@ func TestOversizedMessageGets413AndTheConnectionCloses(t *testing.T) {
 	cfg, plans := baseConfig("127.0.0.1:9")
 	cfg.Limits.MaxMessageBytes = 4096
 	p := startProxy(t, pki, cfg, plans)
-	c, err := dialGateway(t, p.tlsAddr, pki, &pki.gw.TLS, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := p.gateway(t)
 	inv, _ := c.invite("12345", "X-Big: "+strings.Repeat("b", 5000)+"\r\n")
 	c.send(inv)
 	if r := c.response(5 * time.Second); r.StatusCode != 413 {
@@ -49,10 +46,7 @@ func TestHeaderFloodGets400AndTheConnectionCloses(t *testing.T) {
 	pki := newTestPKI(t)
 	cfg, plans := baseConfig("127.0.0.1:9")
 	p := startProxy(t, pki, cfg, plans)
-	c, err := dialGateway(t, p.tlsAddr, pki, &pki.gw.TLS, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := p.gateway(t)
 	inv, _ := c.invite("12345", strings.Repeat("X-Flood: 1\r\n", 300))
 	c.send(inv)
 	if r := c.response(5 * time.Second); r.StatusCode != 400 {
@@ -68,14 +62,8 @@ func TestSlowlorisPeerIsCutOffWhileOthersAreServed(t *testing.T) {
 	cfg, plans := baseConfig("127.0.0.1:9")
 	cfg.Limits.MessageTimeout = 300 * time.Millisecond
 	p := startProxy(t, pki, cfg, plans)
-	slow, err := dialGateway(t, p.tlsAddr, pki, &pki.gw.TLS, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	good, err := dialGateway(t, p.tlsAddr, pki, &pki.gw.TLS, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	slow := p.gateway(t)
+	good := p.gateway(t)
 	inv, _ := slow.invite("12345")
 	done := make(chan struct{})
 	go func() { // trickle a byte every 50 ms, bounded
@@ -107,10 +95,7 @@ func TestGatewayOverItsRequestRateGets503WithRetryAfter(t *testing.T) {
 	cfg, plans := baseConfig(uas.Addr())
 	cfg.Limits.RequestsPerSecond = 5 // bursts of 10
 	p := startProxy(t, pki, cfg, plans)
-	c, err := dialGateway(t, p.tlsAddr, pki, &pki.gw.TLS, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := p.gateway(t)
 	limited := 0
 	for i := 0; i < 30; i++ {
 		inv, _ := c.invite("12345")
@@ -163,10 +148,7 @@ func TestHandshakeFloodFromOneHostDoesNotStopAnotherGateway(t *testing.T) {
 	waitFor(t, "30 flood connections refused at accept", func() bool {
 		return testutil.ToFloat64(p.m.Handshakes.WithLabelValues("refused", "max_connections_per_peer")) >= 30
 	})
-	c, err := dialGateway(t, p.tlsAddr, pki, &pki.gw.TLS, nil)
-	if err != nil {
-		t.Fatalf("gateway could not connect during the flood: %v", err)
-	}
+	c := p.gateway(t)
 	if err := placeCall(c); err != nil {
 		t.Fatalf("gateway call during the flood: %v", err)
 	}
@@ -181,10 +163,7 @@ func TestPerPeerConnectionLimit(t *testing.T) {
 	cfg.Limits.MaxConnectionsPerPeer = 2
 	p := startProxy(t, pki, cfg, plans)
 	for i := 0; i < 2; i++ {
-		c, err := dialGateway(t, p.tlsAddr, pki, &pki.gw.TLS, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		c := p.gateway(t)
 		c.send(optionsTo(c, ""))
 		c.response(5 * time.Second)
 	}

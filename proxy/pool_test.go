@@ -97,10 +97,7 @@ func TestLeastCallsSendsNewCallsToTheLeastBusyServers(t *testing.T) {
 	cfg, plans := baseConfig(uas[0].Addr(), uas[1].Addr(), uas[2].Addr())
 	cfg.Backends.Balance = "least-calls"
 	p := startProxy(t, pki, cfg, plans)
-	c, err := dialGateway(t, p.tlsAddr, pki, &pki.gw.TLS, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := p.gateway(t)
 	// Six calls held on the first server while the others are disabled...
 	for _, u := range uas[1:] {
 		if err := p.s.SetBackendState(u.Addr(), AdminDisabled); err != nil {
@@ -141,10 +138,7 @@ func TestBackendAnswering503WithRetryAfterIsSkippedForThatLong(t *testing.T) {
 	pki := newTestPKI(t)
 	cfg, plans := baseConfig(busy.Addr(), good.Addr())
 	p := startProxy(t, pki, cfg, plans)
-	c, err := dialGateway(t, p.tlsAddr, pki, &pki.gw.TLS, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := p.gateway(t)
 	for i := 0; i < 10; i++ {
 		if err := placeCall(c); err != nil {
 			t.Fatalf("call %d: the caller saw the failover: %v", i, err)
@@ -162,10 +156,7 @@ func TestDrainedBackendKeepsItsDialogsAndTakesNoNewCall(t *testing.T) {
 	pki := newTestPKI(t)
 	cfg, plans := baseConfig(a.Addr(), b.Addr())
 	p := startProxy(t, pki, cfg, plans)
-	c, err := dialGateway(t, p.tlsAddr, pki, &pki.gw.TLS, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := p.gateway(t)
 	if err := p.s.SetBackendState(b.Addr(), AdminDisabled); err != nil {
 		t.Fatal(err)
 	}
@@ -211,10 +202,7 @@ func TestKilledBackendCostsNoCallThatHadNotReachedIt(t *testing.T) {
 	stop := make(chan struct{})
 	calls := 0
 	for i := 0; i < conns; i++ {
-		c, err := dialGateway(t, p.tlsAddr, pki, &pki.gw.TLS, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		c := p.gateway(t)
 		c.name = fmt.Sprintf("k%d", i)
 		done.Add(1)
 		go func() {
@@ -268,10 +256,7 @@ func TestRedirectModeAnswers302WithAHealthyBackendThatCompletesTheCall(t *testin
 	cfg, plans := baseConfig(uas.Addr())
 	cfg.Backends.Mode = "redirect"
 	p := startProxy(t, pki, cfg, plans)
-	c, err := dialGateway(t, p.tlsAddr, pki, &pki.gw.TLS, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := p.gateway(t)
 	inv, _ := c.invite("12345")
 	c.send(inv)
 	r := c.finalResponse(5 * time.Second)

@@ -113,10 +113,7 @@ func TestNoBackendUpGets503WithRetryAfter(t *testing.T) {
 	cfg.Backends.Transport = "tcp"
 	cfg.Backends.AllowPlaintext = true
 	p := startProxy(t, pki, cfg, plans)
-	c, err := dialGateway(t, p.tlsAddr, pki, &pki.gw.TLS, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := p.gateway(t)
 	inv, _ := c.invite("12345")
 	c.send(inv)
 	r := c.finalResponse(10 * time.Second)
@@ -132,10 +129,7 @@ func TestMaxForwardsZeroGets483(t *testing.T) {
 	pki := newTestPKI(t)
 	cfg, plans := baseConfig("127.0.0.1:9")
 	p := startProxy(t, pki, cfg, plans)
-	c, err := dialGateway(t, p.tlsAddr, pki, &pki.gw.TLS, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := p.gateway(t)
 	inv, _ := c.invite("12345")
 	c.send(strings.Replace(inv, "Max-Forwards: 70", "Max-Forwards: 0", 1))
 	if r := c.response(5 * time.Second); r.StatusCode != 483 {
@@ -147,10 +141,7 @@ func TestOptionsToUmrouterItselfGets200(t *testing.T) {
 	pki := newTestPKI(t)
 	cfg, plans := baseConfig("127.0.0.1:9")
 	p := startProxy(t, pki, cfg, plans)
-	c, err := dialGateway(t, p.tlsAddr, pki, &pki.gw.TLS, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := p.gateway(t)
 	c.send(optionsTo(c, ""))
 	if r := c.response(5 * time.Second); r.StatusCode != 200 {
 		t.Fatalf("want 200, got %s", r.StartLine())
@@ -185,10 +176,7 @@ func TestCancelOfRingingCallIsRelayedAndAnswered487AtOnce(t *testing.T) {
 	pki := newTestPKI(t)
 	cfg, plans := baseConfig(uas.Addr())
 	p := startProxy(t, pki, cfg, plans)
-	c, err := dialGateway(t, p.tlsAddr, pki, &pki.gw.TLS, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := p.gateway(t)
 	inv, d := c.invite("12345")
 	c.send(inv)
 	for {

@@ -71,10 +71,7 @@ func TestInvalidConfigurationIsRefusedAndTheRunningOneStays(t *testing.T) {
 	if err := p.s.Apply(bad, plans); err == nil {
 		t.Fatal("a gateway naming no dial plan was applied")
 	}
-	c, err := dialGateway(t, p.tlsAddr, pki, &pki.gw.TLS, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := p.gateway(t)
 	if err := placeCall(c); err != nil {
 		t.Fatalf("after a refused reload: %v", err)
 	}
@@ -85,10 +82,7 @@ func TestGatewayRemovedByReloadIsRefusedOnItsOpenConnection(t *testing.T) {
 	pki := newTestPKI(t)
 	cfg, plans := baseConfig(uas.Addr())
 	p := startProxy(t, pki, cfg, plans)
-	c, err := dialGateway(t, p.tlsAddr, pki, &pki.gw.TLS, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := p.gateway(t)
 	if err := placeCall(c); err != nil {
 		t.Fatal(err)
 	}

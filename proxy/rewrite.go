@@ -151,12 +151,25 @@ func forwardBytes(dst, raw, top []byte, popRoutes int) ([]byte, bool) {
 		case h.nameIs(raw, "Content-Length", "l"):
 			sawLength = true
 		case popRoutes > 0 && h.nameIs(raw, "Route", ""):
-			if !singleValue(raw[h.valueStart : h.end-2]) {
-				return false
+			// Pop values from this line, one per entry of ours; a line
+			// may hold several, comma-separated (RFC 3261 section 7.3.1).
+			v := raw[h.valueStart : h.end-2]
+			for popRoutes > 0 && len(v) > 0 {
+				popRoutes--
+				i := firstComma(v)
+				if i < 0 {
+					v = nil
+					break
+				}
+				v = bytes.TrimLeft(v[i+1:], " \t")
 			}
 			dst = append(dst, raw[last:h.start]...)
+			if len(v) > 0 {
+				dst = append(dst, raw[h.start:h.valueStart]...)
+				dst = append(dst, v...)
+				dst = append(dst, crlf...)
+			}
 			last = h.end
-			popRoutes--
 		case h.nameIs(raw, "Max-Forwards", ""):
 			n, err := strconv.Atoi(string(bytes.TrimSpace(raw[h.valueStart : h.end-2])))
 			if err != nil || n < 1 {

@@ -45,13 +45,34 @@ func TestForwardBytesMatchesTheParsedModel(t *testing.T) {
 
 func TestForwardBytesLeavesUnusualShapesToTheParser(t *testing.T) {
 	for name, raw := range map[string]string{
-		"folded header":       strings.Replace(rawInvite, "Max-Forwards: 70\r\n", "Max-Forwards:\r\n 70\r\n", 1),
-		"two routes one line": strings.Replace(rawInvite, "Route: <sip:node@127.0.0.1:5061;transport=tls;lr;umr=g>\r\n", "Route: <sip:node@127.0.0.1:5061;transport=tls;lr;umr=g>, <sip:x@y;lr>\r\n", 1),
-		"no max-forwards":     strings.Replace(rawInvite, "Max-Forwards: 70\r\n", "", 1),
-		"bare LF lines":       strings.ReplaceAll(rawInvite, "\r\n", "\n"),
+		"folded header":   strings.Replace(rawInvite, "Max-Forwards: 70\r\n", "Max-Forwards:\r\n 70\r\n", 1),
+		"no max-forwards": strings.Replace(rawInvite, "Max-Forwards: 70\r\n", "", 1),
+		"bare LF lines":   strings.ReplaceAll(rawInvite, "\r\n", "\n"),
 	} {
 		if _, ok := forwardBytes(nil, []byte(raw), nil, 2); ok {
 			t.Errorf("%s: fast path took a shape it must leave to the parser", name)
+		}
+	}
+}
+
+// TestForwardBytesPopsRoutesFromACommaSeparatedLine: a UAC may write its
+// route set as one Route header (umload and SIPp do); our entries are popped
+// from it and the foreign one stays, without the slow path.
+func TestForwardBytesPopsRoutesFromACommaSeparatedLine(t *testing.T) {
+	raw := strings.Replace(rawInvite,
+		"Route: <sip:node@127.0.0.1:5061;transport=tls;lr;umr=g>\r\nRoute: <sip:node@127.0.0.1:5061;transport=udp;lr;umr=b>\r\nRoute: <sip:other@10.9.9.9;lr>\r\n",
+		"Route: <sip:node@127.0.0.1:5061;transport=tls;lr;umr=g>, <sip:node@127.0.0.1:5061;transport=udp;lr;umr=b>,<sip:other@10.9.9.9;lr>\r\n", 1)
+	for pop, want := range map[int]string{1: "Route: <sip:node@127.0.0.1:5061;transport=udp;lr;umr=b>,<sip:other@10.9.9.9;lr>\r\n", 2: "Route: <sip:other@10.9.9.9;lr>\r\n", 3: ""} {
+		out, ok := forwardBytes(nil, []byte(raw), nil, pop)
+		if !ok {
+			t.Fatalf("pop %d: fast path refused a comma-separated route set", pop)
+		}
+		got := ""
+		if i := strings.Index(string(out), "Route: "); i >= 0 {
+			got = string(out)[i : i+strings.Index(string(out)[i:], "\r\n")+2]
+		}
+		if got != want {
+			t.Errorf("pop %d: Route line %q, want %q", pop, got, want)
 		}
 	}
 }

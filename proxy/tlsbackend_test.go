@@ -99,10 +99,7 @@ func TestCallsReachATLSBackendThatUmrouterVerifies(t *testing.T) {
 	cfg, plans := baseConfig(uas.addr())
 	cfg.Backends.Transport = "tls"
 	p := startProxy(t, pki, cfg, plans)
-	c, err := dialGateway(t, p.tlsAddr, pki, &pki.gw.TLS, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := p.gateway(t)
 	for i := 0; i < 20; i++ {
 		if err := placeCall(c); err != nil {
 			t.Fatalf("call %d: %v", i, err)
@@ -125,10 +122,7 @@ func TestBackendWithUntrustedCertificateIsNotUsed(t *testing.T) {
 	cfg, plans := baseConfig(uas.addr())
 	cfg.Backends.Transport = "tls"
 	p := startProxy(t, pki, cfg, plans)
-	c, err := dialGateway(t, p.tlsAddr, pki, &pki.gw.TLS, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := p.gateway(t)
 	inv, _ := c.invite("12345")
 	c.send(inv)
 	if r := c.finalResponse(10 * time.Second); r.StatusCode != 503 {
