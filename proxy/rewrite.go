@@ -68,10 +68,6 @@ func (h headerLine) nameIs(raw []byte, long, compact string) bool {
 	return bytes.EqualFold(name, []byte(long)) || (compact != "" && bytes.EqualFold(name, []byte(compact)))
 }
 
-// singleValue reports whether a header value holds one element: no comma
-// outside quotes and angle brackets.
-func singleValue(v []byte) bool { return firstComma(v) < 0 }
-
 // firstComma returns the index of the first comma of v that separates
 // values (outside quotes and angle brackets), or -1.
 func firstComma(v []byte) int {
