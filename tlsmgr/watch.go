@@ -43,7 +43,9 @@ const (
 // (the active pointer `cert enable` rewrites) and its certs directory.
 // The set is recomputed after each reload and every minute, so a link
 // that now points elsewhere, or a directory that was recreated, is
-// followed.
+// followed. While a directory is missing (deleted, a volume unmounted),
+// its nearest existing ancestor is watched instead, so its re-creation
+// is seen within about a second, not at the next minute's resync.
 //
 // After a burst of events (see watchDebounce) the files are read again;
 // if their content is unchanged nothing happens, otherwise Reload's
@@ -110,7 +112,12 @@ func (m *Manager) Watch(ctx context.Context) error {
 		case <-debounce.C:
 			first = time.Time{}
 			reloaded, _ := m.reloadIfChanged()
-			_, _ = m.syncWatches(w, false)
+			if added, _ := m.syncWatches(w, false); added > 0 {
+				// A directory came back (or a link now leads to a new
+				// one): files written in it before its watch was in
+				// place sent no event, so look once more.
+				schedule()
+			}
 			if m.checked != nil {
 				m.checked(reloaded)
 			}
@@ -189,7 +196,30 @@ func (m *Manager) watchDirs() []watchDir {
 			add(d, false)
 		}
 	}
+	// A directory that is missing now (deleted, a volume unmounted) cannot
+	// be watched; its nearest existing ancestor is, so that the event of
+	// its re-creation triggers a look instead of waiting for the resync.
+	for _, d := range out {
+		if _, err := os.Stat(d.path); err != nil {
+			if a := existingAncestor(d.path); a != "" {
+				add(a, false)
+			}
+		}
+	}
 	return out
+}
+
+// existingAncestor returns the nearest ancestor of dir that is an existing
+// directory, or "" when there is none.
+func existingAncestor(dir string) string {
+	for p := filepath.Dir(dir); ; p = filepath.Dir(p) {
+		if fi, err := os.Stat(p); err == nil && fi.IsDir() {
+			return p
+		}
+		if p == filepath.Dir(p) {
+			return ""
+		}
+	}
 }
 
 // resolveDir returns dir with symbolic links resolved, or dir as it is

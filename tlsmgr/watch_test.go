@@ -597,3 +597,50 @@ func TestTwentySwapsUnderSteadyTrafficLoseNothing(t *testing.T) {
 		t.Error("no traffic ran during the swaps")
 	}
 }
+
+// TestWatchSeesCertificateDirectoryDeletedThenRecreated: deleting the
+// directory of cert_file is refused (the old certificate keeps serving);
+// when the directory comes back with a new certificate, new handshakes get
+// it within the deadline, without waiting for the minute's resync.
+func TestWatchSeesCertificateDirectoryDeletedThenRecreated(t *testing.T) {
+	f := newFixture(t)
+	// Not in f.dir, which holds the CA file and so is watched anyway.
+	certDir := filepath.Join(t.TempDir(), "certs")
+	if err := os.Mkdir(certDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	f.cfg.CertFile, f.cfg.KeyFile = f.server.WriteFiles(t, certDir, "server")
+	m := f.open(t)
+	r := watchReloads(t, m)
+	startWatch(t, m)
+	addr := echoServer(t, m.ServerConfig())
+	client := clientOf(f.ca.Issue(t, testpki.LeafOptions{}), f.ca)
+
+	for round := range 2 { // a second time: the ancestor's watch is dropped and taken again
+		if err := os.RemoveAll(certDir); err != nil {
+			t.Fatal(err)
+		}
+		r.refusal(t, f.cfg.CertFile)
+		c, err := dialLive(t, addr, client)
+		if err != nil {
+			t.Fatalf("round %d: new handshake with the directory gone: %v", round, err)
+		}
+		if c.serial().Cmp(m.Leaf().SerialNumber) != 0 {
+			t.Fatalf("round %d: served %x with the directory gone, want the old %x", round, c.serial(), m.Leaf().SerialNumber)
+		}
+
+		next := f.ca.Issue(t, serverOptions())
+		changed := time.Now()
+		if err := os.Mkdir(certDir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		writeAtomic(t, f.cfg.KeyFile, next.KeyPEM)
+		writeAtomic(t, f.cfg.CertFile, next.CertPEM)
+		r.success(t)
+		took := awaitSerial(t, addr, client, next.Cert.SerialNumber, changed)
+		t.Logf("round %d: the recreated directory's certificate served %v after the change", round, took)
+		if took > 5*time.Second {
+			t.Errorf("round %d: recreated directory seen after %v, want within seconds", round, took)
+		}
+	}
+}
