@@ -201,6 +201,14 @@ func (c *Config) Validate(plans dialplan.Plans) configerr.List {
 	} else if strings.ContainsAny(c.Advertise, " :;<>") && !isIP(c.Advertise) {
 		errs.Add("advertise", "not a host name: %q", c.Advertise)
 	}
+	if !isRouteToken(c.NodeName) {
+		errs.Add("node_name", "%q: only letters, digits and - . _ ~ (it is the user part of umrouter's Record-Route)", c.NodeName)
+	}
+	for i, pl := range plans {
+		if pl.Name != "" && !isRouteToken(pl.Name) {
+			errs.Add(fmt.Sprintf("dial_plans[%d].name", i), "%q: only letters, digits and - . _ ~ (umrouter's Record-Route carries it)", pl.Name)
+		}
+	}
 	switch c.StartupMode {
 	case "tcp", "tls", "dual":
 	default:
@@ -230,6 +238,8 @@ func (c *Config) Validate(plans dialplan.Plans) configerr.List {
 			errs.Add(at+".name", "required")
 		case names[g.Name]:
 			errs.Add(at+".name", "duplicate gateway %q", g.Name)
+		case !isRouteToken(g.Name):
+			errs.Add(at+".name", "%q: only letters, digits and - . _ ~ (umrouter's Record-Route carries it)", g.Name)
 		}
 		names[g.Name] = true
 		switch {
@@ -408,6 +418,22 @@ func isHostName(s string) bool {
 			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
 				return false
 			}
+		}
+	}
+	return true
+}
+
+// isRouteToken reports whether name can go into a SIP URI parameter or
+// user part as it is (RFC 3261 section 25.1, unreserved characters): node,
+// gateway and dial plan names are written into umrouter's Record-Route
+// entries unescaped, and read back from the Route of in-dialog requests.
+func isRouteToken(name string) bool {
+	if name == "" {
+		return false
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~') {
+			return false
 		}
 	}
 	return true

@@ -29,19 +29,23 @@ func (s *Server) handleFrame(c *streamConn, frame []byte) {
 		s.malformed(c, *c.identity(), frame, errBareLineBreak)
 		return
 	}
-	msg, err := s.parser.ParseSIP(frame)
-	if err != nil {
-		s.malformed(c, *c.identity(), frame, err)
-		return
-	}
-	msg.SetSource(c.remote.String())
 	if r := s.rt(); !c.dialed && c.peerGen != r.gen {
 		p := s.identify(c)
 		c.who.Store(&p)
 		c.peerGen = r.gen
 	}
 	p := c.identity()
-	s.handleMessage(c, p, msg, frame)
+	if r, ok := s.scanResponse(frame); ok {
+		s.handleResponse(c, p, &r)
+	} else {
+		msg, err := s.parser.ParseSIP(frame)
+		if err != nil {
+			s.malformed(c, *p, frame, err)
+			return
+		}
+		msg.SetSource(c.remote.String())
+		s.handleMessage(c, p, msg, frame)
+	}
 	if p.refusal != "" {
 		c.closeAfterWrite.Store(true)
 	}
@@ -52,6 +56,10 @@ func (s *Server) handleDatagram(f udpFlow, b []byte) {
 	p := s.identifyByAddr(f.addr)
 	if hasBareLineBreak(b) {
 		s.malformed(f, p, b, errBareLineBreak)
+		return
+	}
+	if r, ok := s.scanResponse(b); ok {
+		s.handleResponse(f, &p, &r)
 		return
 	}
 	msg, err := s.parser.ParseSIP(b)
@@ -70,8 +78,23 @@ func (s *Server) handleMessage(f flow, p *peer, msg sip.Message, raw []byte) {
 	case *sip.Request:
 		s.handleRequest(f, p, m, raw)
 	case *sip.Response:
-		s.handleResponse(f, p, m, raw)
+		r, ok := responseFromModel(m, raw)
+		if !ok {
+			s.m.MalformedMessages.WithLabelValues(lower(f.viaTransport()), "missing_header").Inc()
+			return
+		}
+		s.handleResponse(f, p, &r)
 	}
+}
+
+// scanResponse reads a response for relaying without sipgo's full parse
+// (see inResponse); false when raw is not a response of a shape it reads.
+func (s *Server) scanResponse(raw []byte) (inResponse, bool) {
+	r, ok := scanResponse(raw)
+	if ok {
+		r.parse = func() (sip.Message, error) { return s.parser.ParseSIP(raw) }
+	}
+	return r, ok
 }
 
 // malformed answers an unparseable message with 400 when its Via, From, To,
@@ -160,19 +183,22 @@ func hasBareLineBreak(frame []byte) bool {
 	if end := bytes.Index(frame, []byte("\r\n\r\n")); end >= 0 {
 		head = frame[:end+2]
 	}
-	for i, c := range head {
-		switch c {
-		case '\r':
-			if i+1 >= len(head) || head[i+1] != '\n' {
-				return true
-			}
-		case '\n':
-			if i == 0 || head[i-1] != '\r' {
-				return true
-			}
+	// Every LF must follow a CR and every CR precede an LF: with as many
+	// of each, checking the LFs suffices. IndexByte is vectorised; this
+	// runs on every message.
+	lfs := 0
+	for i := 0; ; {
+		j := bytes.IndexByte(head[i:], '\n')
+		if j < 0 {
+			break
 		}
+		if i+j == 0 || head[i+j-1] != '\r' {
+			return true
+		}
+		lfs++
+		i += j + 1
 	}
-	return false
+	return bytes.Count(head, []byte("\r")) != lfs
 }
 
 // methodLabel is the metric label of a request method: the methods of RFC
@@ -603,6 +629,7 @@ func (s *Server) newTransaction(f flow, p *peer, req *sip.Request, plan string) 
 		in:        f,
 		inSide:    p.side,
 		req:       req,
+		inDialog:  req.To().Params.Has("tag"),
 		gateway:   p.gateway,
 		plan:      plan,
 		started:   time.Now(),
@@ -610,19 +637,44 @@ func (s *Server) newTransaction(f flow, p *peer, req *sip.Request, plan string) 
 	return tx
 }
 
-// ourVia is the Via umrouter puts on top of a request it sends over tp.
-// fl, the sender's stream connection, lets a response that outlived its
-// transaction (a retransmitted 2xx) find its way back.
-func (s *Server) ourVia(tp, branch string, in flow) *sip.ViaHeader {
-	v := &sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: tp, Host: s.cfg.Advertise, Port: s.portFor(tp), Params: sip.NewParams()}
-	v.Params.Add("branch", branch)
-	if in == nil {
-		// A request of umrouter's own (health probe).
-	} else if id := in.flowID(); id != 0 {
-		v.Params.Add("fl", strconv.FormatUint(id, 10))
+// appendVia appends the Via line umrouter puts on top of a request it
+// sends over tp. fl, the sender's stream connection, lets a response that
+// outlived its transaction (a retransmitted 2xx) find its way back. Built
+// as bytes: it is on every forwarded request.
+func (s *Server) appendVia(dst []byte, tp, branch string, in flow) []byte {
+	dst = append(dst, "Via: SIP/2.0/"...)
+	dst = append(dst, tp...)
+	dst = append(dst, ' ')
+	dst = s.appendHostPort(dst, tp)
+	dst = append(dst, ";branch="...)
+	dst = append(dst, branch...)
+	if in != nil { // nil: a request of umrouter's own (health probe)
+		if id := in.flowID(); id != 0 {
+			dst = append(dst, ";fl="...)
+			dst = strconv.AppendUint(dst, id, 10)
+		}
 	}
-	v.Params.Add("rport", "")
-	return v
+	return append(dst, ";rport\r\n"...)
+}
+
+// viaHeader is a Via line of appendVia as a header of sipgo's model, for
+// the requests umrouter builds with it (CANCEL, ACK, BYE of its own).
+func viaHeader(line string) sip.Header {
+	return sip.NewHeader("Via", strings.TrimSuffix(strings.TrimPrefix(line, "Via: "), "\r\n"))
+}
+
+// appendHostPort appends advertise:port for transport tp, bracketing an
+// IPv6 address.
+func (s *Server) appendHostPort(dst []byte, tp string) []byte {
+	if strings.IndexByte(s.cfg.Advertise, ':') >= 0 {
+		dst = append(dst, '[')
+		dst = append(dst, s.cfg.Advertise...)
+		dst = append(dst, ']')
+	} else {
+		dst = append(dst, s.cfg.Advertise...)
+	}
+	dst = append(dst, ':')
+	return strconv.AppendInt(dst, int64(s.portFor(tp)), 10)
 }
 
 func (s *Server) portFor(tp string) int {
@@ -644,29 +696,36 @@ func (s *Server) portFor(tp string) int {
 	return 5061
 }
 
-// recordRoute builds our Record-Route entry facing side sd over flow f. The
-// entry facing the gateway names it, its connection and the call's dial
-// plan, so that in-dialog requests find their way and their policy back
-// with no dialog state in umrouter.
-func (s *Server) recordRoute(sd side, tp string, f flow, g *Gateway, plan string) *sip.RecordRouteHeader {
-	u := sip.Uri{Scheme: "sip", User: s.cfg.NodeName, Host: s.cfg.Advertise, Port: s.portFor(tp), UriParams: sip.NewParams()}
-	u.UriParams.Add("transport", lower(tp))
-	u.UriParams.Add("lr", "")
-	if sd == sideGateway {
-		u.UriParams.Add(ourRouteParam, "g")
-		if g != nil {
-			u.UriParams.Add("gw", g.Name)
-		}
-		if id := f.flowID(); id != 0 {
-			u.UriParams.Add("fl", strconv.FormatUint(id, 10))
-		}
-		if plan != "" {
-			u.UriParams.Add("dp", plan)
-		}
-	} else {
-		u.UriParams.Add(ourRouteParam, "b")
+// appendRecordRoute appends our Record-Route line facing side sd over
+// flow f. The entry facing the gateway names it, its connection and the
+// call's dial plan, so that in-dialog requests find their way and their
+// policy back with no dialog state in umrouter. Names are URI-safe tokens
+// (Config.Validate).
+func (s *Server) appendRecordRoute(dst []byte, sd side, tp string, f flow, g *Gateway, plan string) []byte {
+	dst = append(dst, "Record-Route: <sip:"...)
+	dst = append(dst, s.cfg.NodeName...)
+	dst = append(dst, '@')
+	dst = s.appendHostPort(dst, tp)
+	dst = append(dst, ";transport="...)
+	dst = append(dst, lower(tp)...)
+	dst = append(dst, ";lr;"+ourRouteParam+"="...)
+	if sd != sideGateway {
+		return append(dst, "b>\r\n"...)
 	}
-	return &sip.RecordRouteHeader{Address: u}
+	dst = append(dst, 'g')
+	if g != nil {
+		dst = append(dst, ";gw="...)
+		dst = append(dst, g.Name...)
+	}
+	if id := f.flowID(); id != 0 {
+		dst = append(dst, ";fl="...)
+		dst = strconv.AppendUint(dst, id, 10)
+	}
+	if plan != "" {
+		dst = append(dst, ";dp="...)
+		dst = append(dst, plan...)
+	}
+	return append(dst, ">\r\n"...)
 }
 
 func (s *Server) backendTransport() string { return strings.ToUpper(s.rt().backends.Transport) }
@@ -750,14 +809,13 @@ func (s *Server) noBackend(tx *transaction) {
 func (s *Server) sendTx(tx *transaction, out flow, b *backendServer) error {
 	old := tx.branch
 	tx.branch = s.newBranch()
-	tx.via = s.ourVia(out.viaTransport(), tx.branch, tx.in)
-	var top []sip.Header
-	if tx.method == sip.INVITE && !tx.req.To().Params.Has("tag") {
+	top := s.appendVia(make([]byte, 0, 512), out.viaTransport(), tx.branch, tx.in)
+	tx.via = string(top)
+	if tx.method == sip.INVITE && !tx.inDialog {
 		// Double Record-Route (RFC 5658): the entry facing the next hop on top.
-		top = append(top, s.recordRoute(oppositeSide(tx.inSide), out.viaTransport(), out, tx.gateway, tx.plan),
-			s.recordRoute(tx.inSide, tx.in.viaTransport(), tx.in, tx.gateway, tx.plan))
+		top = s.appendRecordRoute(top, oppositeSide(tx.inSide), out.viaTransport(), out, tx.gateway, tx.plan)
+		top = s.appendRecordRoute(top, tx.inSide, tx.in.viaTransport(), tx.in, tx.gateway, tx.plan)
 	}
-	top = append([]sip.Header{tx.via}, top...)
 	tx.bytes = s.forwardedBytes(tx.req, tx.raw, tx.popped, top)
 	tx.out = out
 	tx.backend = b
@@ -767,7 +825,7 @@ func (s *Server) sendTx(tx *transaction, out flow, b *backendServer) error {
 	// the next server is tried); any other request has nowhere else to go
 	// and waits four times as long, since a busy peer is not a dead one.
 	wait := s.rt().backends.Health.Timeout
-	if !tx.probe && (tx.method != sip.INVITE || b == nil || tx.req.To().Params.Has("tag")) {
+	if !tx.probe && (tx.method != sip.INVITE || b == nil || tx.inDialog) {
 		wait *= 4
 	}
 	tx.deadline = now.Add(wait)
@@ -791,24 +849,21 @@ func (s *Server) sendTx(tx *transaction, out flow, b *backendServer) error {
 	return nil
 }
 
-// forwardedBytes serialises req for the next hop with the headers top on
-// top: by editing raw (the request as received) when its shape allows,
+// forwardedBytes serialises req for the next hop with the header lines top
+// on top: by editing raw (the request as received) when its shape allows,
 // else from the parsed model, whose routes and Max-Forwards were already
 // edited in place.
-func (s *Server) forwardedBytes(req *sip.Request, raw []byte, popped int, top []sip.Header) []byte {
-	var hb strings.Builder
-	for _, h := range top {
-		h.StringWrite(&hb)
-		hb.WriteString("\r\n")
-	}
+func (s *Server) forwardedBytes(req *sip.Request, raw []byte, popped int, top []byte) []byte {
 	if raw != nil {
-		if b, ok := forwardBytes(make([]byte, 0, len(raw)+hb.Len()), raw, []byte(hb.String()), popped); ok {
+		if b, ok := forwardBytes(make([]byte, 0, len(raw)+len(top)), raw, top, popped); ok {
 			return b
 		}
 	}
-	fwd := req.Clone()
-	fwd.PrependHeader(top...)
-	return []byte(fwd.String())
+	// The model's serialisation ends "headers CRLF CRLF body": our lines go
+	// right after the start line.
+	b := []byte(req.Clone().String())
+	i := bytes.Index(b, crlf) + 2
+	return append(b[:i:i], append(top, b[i:]...)...)
 }
 
 func oppositeSide(sd side) side {
@@ -917,7 +972,7 @@ func (s *Server) forwardStateless(f flow, p *peer, req *sip.Request, raw []byte,
 		s.log.Debug("ACK dropped: no next hop", zap.String("call_id", callID(req)))
 		return
 	}
-	_ = out.send(s.forwardedBytes(req, raw, pr.count, []sip.Header{s.ourVia(out.viaTransport(), s.newBranch(), f)}))
+	_ = out.send(s.forwardedBytes(req, raw, pr.count, s.appendVia(nil, out.viaTransport(), s.newBranch(), f)))
 }
 
 func (s *Server) absorbAck(tx *transaction) {
@@ -964,7 +1019,7 @@ func (s *Server) handleCancel(f flow, p *peer, req *sip.Request) {
 // branch, Request-URI, Route set and CSeq number.
 func (s *Server) sendCancel(tx *transaction) {
 	c := sip.NewRequest(sip.CANCEL, tx.req.Recipient)
-	c.AppendHeader(tx.via)
+	c.AppendHeader(viaHeader(tx.via))
 	for _, h := range tx.req.GetHeaders("Route") {
 		c.AppendHeader(sip.HeaderClone(h))
 	}
@@ -979,17 +1034,20 @@ func (s *Server) sendCancel(tx *transaction) {
 }
 
 // sendAck acknowledges a non-2xx final response hop by hop (RFC 3261 §17.1.1.3).
-func (s *Server) sendAck(tx *transaction, res *sip.Response) {
+func (s *Server) sendAck(tx *transaction, r *inResponse) {
+	res := r.model()
 	a := sip.NewRequest(sip.ACK, tx.req.Recipient)
-	a.AppendHeader(tx.via)
+	a.AppendHeader(viaHeader(tx.via))
 	for _, h := range tx.req.GetHeaders("Route") {
 		a.AppendHeader(sip.HeaderClone(h))
 	}
 	mf := sip.MaxForwardsHeader(70)
 	a.AppendHeader(&mf)
 	a.AppendHeader(sip.HeaderClone(tx.req.From()))
-	if to := res.To(); to != nil {
-		a.AppendHeader(sip.HeaderClone(to))
+	if res != nil && res.To() != nil {
+		a.AppendHeader(sip.HeaderClone(res.To()))
+	} else {
+		a.AppendHeader(sip.HeaderClone(tx.req.To())) // unreadable To: the request's, so the ACK stays well-formed
 	}
 	a.AppendHeader(sip.HeaderClone(tx.req.CallID()))
 	a.AppendHeader(&sip.CSeqHeader{SeqNo: tx.req.CSeq().SeqNo, MethodName: sip.ACK})
@@ -1010,36 +1068,35 @@ func (s *Server) respondLocal(tx *transaction, code int, reason, warning string,
 	s.m.Refusals.WithLabelValues(strconv.Itoa(code), reason).Inc()
 	s.log.Info("request refused", zap.Int("code", code), zap.String("reason", reason), zap.String("method", string(tx.method)),
 		zap.String("call_id", tx.callID), zap.String("gateway", gatewayName(tx.gateway)))
-	s.relayFinal(tx, []byte(res.String()), code, res)
+	s.relayFinal(tx, []byte(res.String()), code, retryAfterOf(res, 0))
 }
 
 // handleResponse relays a response to the sender of the transaction it
 // belongs to, or statelessly by its Via when the transaction is over.
-func (s *Server) handleResponse(f flow, p *peer, res *sip.Response, raw []byte) {
-	via := res.Via()
-	if via == nil || res.CSeq() == nil {
-		s.m.MalformedMessages.WithLabelValues(lower(f.viaTransport()), "missing_header").Inc()
+func (s *Server) handleResponse(f flow, p *peer, r *inResponse) {
+	if p.refusal != "" {
+		// A peer whose requests are refused does not get to answer ours.
+		s.log.Debug("response from a refused peer dropped", zap.String("remote", f.remoteAddr().String()), zap.String("refusal", p.refusal))
 		return
 	}
-	branch, _ := via.Params.Get("branch")
-	if !strings.HasPrefix(branch, s.branchPrefix) {
-		s.log.Debug("response not for us dropped", zap.String("call_id", callID(res)))
+	if !strings.HasPrefix(r.branch, s.branchPrefix) {
+		s.log.Debug("response not for us dropped", zap.String("branch", r.branch))
 		return
 	}
-	tx := s.txs.byBranch(branch)
+	tx := s.txs.byBranch(r.branch)
 	if tx == nil {
-		s.forwardResponseStateless(res, raw, via)
+		s.forwardResponseStateless(f, r)
 		return
 	}
 	tx.mu.Lock()
 	defer tx.mu.Unlock()
-	if !strings.EqualFold(string(res.CSeq().MethodName), string(tx.method)) || tx.state == txTerminated {
+	if !strings.EqualFold(string(r.cseqMethod), string(tx.method)) || tx.state == txTerminated {
 		return // the answer to our CANCEL, one for no request of ours, or a late retransmission
 	}
-	code := res.StatusCode
+	code := r.code
 	if tx.state == txCompleted {
 		if code >= 300 && tx.method == sip.INVITE {
-			s.sendAck(tx, res) // retransmitted final: our ACK was lost
+			s.sendAck(tx, r) // retransmitted final: our ACK was lost
 		}
 		return
 	}
@@ -1064,20 +1121,20 @@ func (s *Server) handleResponse(f flow, p *peer, res *sip.Response, raw []byte) 
 	}
 	if code < 200 {
 		tx.gotProvisional = true
-		s.relay(tx, upstreamBytes(res, raw), code)
+		s.relay(tx, s.upstreamBytes(f, r), code)
 		return
 	}
 	if tx.method == sip.INVITE && code >= 300 {
-		s.sendAck(tx, res)
+		s.sendAck(tx, r)
 	}
 	if tx.method == sip.INVITE && code < 300 && tx.inSide == sideGateway {
-		if d := s.checkAnswer(tx, res); !d.Allow {
-			s.refuseAnswer(tx, res, d)
+		if d := s.checkAnswer(tx, r); !d.Allow {
+			s.refuseAnswer(f, tx, r, d)
 			return
 		}
 	}
-	if s.shouldFailover(tx, res) {
-		if d := retryAfterOf(res, 0); d > 0 {
+	if s.shouldFailover(tx, code) {
+		if d := retryAfterValue(r.retryAfter, 0); d > 0 {
 			s.rt().pool.markDown(tx.backend, d)
 		} else {
 			s.rt().pool.markSuspect(tx.backend, s.rt().backends.Health.Interval)
@@ -1086,32 +1143,34 @@ func (s *Server) handleResponse(f flow, p *peer, res *sip.Response, raw []byte) 
 		s.forwardToPoolLocked(tx)
 		return
 	}
-	s.relayFinal(tx, upstreamBytes(res, raw), code, res)
+	s.relayFinal(tx, s.upstreamBytes(f, r), code, retryAfterValue(r.retryAfter, 0))
 }
 
 // checkAnswer applies the call's dial plan to the SDP of a 2xx to an INVITE
 // from a gateway: on a secured plan the answer (or, for a late offer, the
 // offer) must keep every stream on SRTP.
-func (s *Server) checkAnswer(tx *transaction, res *sip.Response) dialplan.Decision {
+func (s *Server) checkAnswer(tx *transaction, r *inResponse) dialplan.Decision {
 	plan, ok := s.rt().plans.Lookup(tx.plan)
-	if !ok || len(res.Body()) == 0 {
+	if !ok || len(r.body) == 0 {
 		return dialplan.Decision{Allow: true}
 	}
-	ct := ""
-	if h := res.ContentType(); h != nil {
-		ct = h.Value()
-	}
-	return plan.CheckMedia(ct, res.Body())
+	return plan.CheckMedia(string(r.contentType), r.body)
 }
 
 // refuseAnswer ends a call whose 2xx the plan refuses: the backend's dialog
 // is acknowledged and hung up, and the gateway, which never saw the 2xx,
 // gets the refusal as the INVITE's final response. Call with tx.mu held.
-func (s *Server) refuseAnswer(tx *transaction, res *sip.Response, d dialplan.Decision) {
-	ack := s.inDialogToNextHop(tx, res, sip.ACK, tx.req.CSeq().SeqNo)
-	bye := s.inDialogToNextHop(tx, res, sip.BYE, tx.req.CSeq().SeqNo+1)
-	_ = tx.out.send([]byte(ack.String())) // one message per send: UDP carries one per datagram
-	_ = tx.out.send([]byte(bye.String()))
+func (s *Server) refuseAnswer(f flow, tx *transaction, r *inResponse, d dialplan.Decision) {
+	if res := r.model(); res != nil && res.To() != nil {
+		ack := s.inDialogToNextHop(tx, res, sip.ACK, tx.req.CSeq().SeqNo)
+		bye := s.inDialogToNextHop(tx, res, sip.BYE, tx.req.CSeq().SeqNo+1)
+		_ = tx.out.send([]byte(ack.String())) // one message per send: UDP carries one per datagram
+		_ = tx.out.send([]byte(bye.String()))
+	} else {
+		// Without a readable To (its tag) there is no dialog to hang up:
+		// the backend's own timers end it when no ACK comes.
+		s.m.MalformedMessages.WithLabelValues(lower(f.viaTransport()), "parse").Inc()
+	}
 	s.uncount(tx)
 	s.log.Warn("backend answer refused by the dial plan; call ended", zap.String("call_id", tx.callID),
 		zap.String("dial_plan", tx.plan), zap.String("reason", d.Reason), zap.String("warning", d.Warning))
@@ -1126,7 +1185,7 @@ func (s *Server) inDialogToNextHop(tx *transaction, res *sip.Response, method si
 		target = ct.Address
 	}
 	r := sip.NewRequest(method, target)
-	r.AppendHeader(s.ourVia(tx.out.viaTransport(), s.newBranch(), nil))
+	r.AppendHeader(viaHeader(string(s.appendVia(nil, tx.out.viaTransport(), s.newBranch(), nil))))
 	mf := sip.MaxForwardsHeader(70)
 	r.AppendHeader(&mf)
 	r.AppendHeader(sip.HeaderClone(tx.req.From()))
@@ -1139,28 +1198,25 @@ func (s *Server) inDialogToNextHop(tx *transaction, res *sip.Response, method si
 
 // shouldFailover: a new call that the backend refused before ringing, with
 // a code that means "not me, now", goes to the next server.
-func (s *Server) shouldFailover(tx *transaction, res *sip.Response) bool {
-	if tx.method != sip.INVITE || tx.gotProvisional || tx.cancelled || tx.backend == nil || tx.req.To().Params.Has("tag") {
+func (s *Server) shouldFailover(tx *transaction, code int) bool {
+	if tx.method != sip.INVITE || tx.gotProvisional || tx.cancelled || tx.backend == nil || tx.inDialog {
 		return false
 	}
-	return res.StatusCode == 503 || res.StatusCode == 408
+	return code == 503 || code == 408
 }
 
+// retryAfterOf is the Retry-After of a response umrouter made itself.
 func retryAfterOf(res *sip.Response, def time.Duration) time.Duration {
 	if h := res.GetHeader("Retry-After"); h != nil {
-		v := strings.TrimSpace(strings.SplitN(h.Value(), ";", 2)[0])
-		v = strings.TrimSpace(strings.SplitN(v, "(", 2)[0])
-		if n, err := strconv.Atoi(v); err == nil && n > 0 && n <= 3600 {
-			return time.Duration(n) * time.Second
-		}
+		return retryAfterValue([]byte(h.Value()), def)
 	}
 	return def
 }
 
 // relay sends a provisional response upstream. Call with tx.mu held.
 func (s *Server) relay(tx *transaction, b []byte, code int) {
-	if tx.in == nil {
-		return // our own request: nobody upstream
+	if tx.in == nil || b == nil {
+		return // our own request (nobody upstream), or nothing relayable
 	}
 	tx.lastResponse = b
 	if tx.inSide == sideGateway {
@@ -1172,12 +1228,13 @@ func (s *Server) relay(tx *transaction, b []byte, code int) {
 }
 
 // relayFinal sends a final response upstream and retires tx. Call with tx.mu held.
-func (s *Server) relayFinal(tx *transaction, b []byte, code int, res *sip.Response) {
+// retry is the response's Retry-After, for a health probe's verdict.
+func (s *Server) relayFinal(tx *transaction, b []byte, code int, retry time.Duration) {
 	// Accounted before it is sent: whoever saw the answer sees the count.
 	s.accountCall(tx, code)
 	s.relay(tx, b, code)
 	if tx.onFinal != nil {
-		tx.onFinal(code, retryAfterOf(res, 0))
+		tx.onFinal(code, retry)
 	}
 	if tx.method == sip.INVITE {
 		s.m.CallSetupSeconds.Observe(time.Since(tx.started).Seconds())
@@ -1224,10 +1281,15 @@ func (s *Server) uncount(tx *transaction) {
 
 // upstreamBytes is a response as it goes upstream: without our Via. It
 // edits the received bytes when their shape allows, else serialises the
-// parsed response.
-func upstreamBytes(res *sip.Response, raw []byte) []byte {
-	if b, ok := cutTopVia(make([]byte, 0, len(raw)), raw); ok {
+// parsed response; nil when neither can be done.
+func (s *Server) upstreamBytes(f flow, r *inResponse) []byte {
+	if b, ok := cutTopVia(make([]byte, 0, len(r.raw)), r.raw); ok {
 		return b
+	}
+	res := r.model()
+	if res == nil {
+		s.m.MalformedMessages.WithLabelValues(lower(f.viaTransport()), "parse").Inc()
+		return nil
 	}
 	res.RemoveHeader("Via")
 	return []byte(res.String())
@@ -1235,17 +1297,18 @@ func upstreamBytes(res *sip.Response, raw []byte) []byte {
 
 // forwardResponseStateless relays a response that outlived its transaction
 // (a retransmitted or forked 2xx) using the flow id in our Via.
-func (s *Server) forwardResponseStateless(res *sip.Response, raw []byte, via *sip.ViaHeader) {
-	fl, ok := via.Params.Get("fl")
-	if !ok {
+func (s *Server) forwardResponseStateless(f flow, r *inResponse) {
+	if r.flowID == "" {
 		return
 	}
-	id, _ := strconv.ParseUint(fl, 10, 64)
+	id, _ := strconv.ParseUint(r.flowID, 10, 64)
 	c := s.connByID(id)
 	if c == nil {
 		return
 	}
-	_ = c.send(upstreamBytes(res, raw))
+	if b := s.upstreamBytes(f, r); b != nil {
+		_ = c.send(b)
+	}
 }
 
 // expireTx is the sweeper's visit: retransmit over UDP, fail over or time
@@ -1279,7 +1342,7 @@ func (s *Server) expireTx(tx *transaction, now time.Time) {
 		// Only a new call's silence counts against a backend and moves the
 		// call on: a server may rightly ignore some other request (an
 		// unknown method, say), and must not leave the pool for it.
-		if tx.backend != nil && tx.method == sip.INVITE && !tx.req.To().Params.Has("tag") && !tx.cancelled {
+		if tx.backend != nil && tx.method == sip.INVITE && !tx.inDialog && !tx.cancelled {
 			s.rt().pool.markSuspect(tx.backend, s.rt().backends.Health.Interval)
 			s.log.Warn("backend did not answer, trying the next one", zap.String("backend", tx.backend.addr), zap.String("call_id", tx.callID))
 			s.forwardToPoolLocked(tx)

@@ -430,7 +430,7 @@ func (s *Server) abandon(c *streamConn) {
 	for _, tx := range s.txs.from(c) {
 		tx.mu.Lock()
 		live := tx.state == txCalling || tx.state == txProceeding
-		if live && tx.method == sip.INVITE && tx.via != nil {
+		if live && tx.method == sip.INVITE && tx.via != "" {
 			// Cancel it and stay to acknowledge the 487 (or whatever final
 			// comes), relaying nothing: the transaction ends with it.
 			tx.in = nil

@@ -73,6 +73,14 @@ func TestConfigCheckReportsEveryProblemAtItsLine(t *testing.T) {
 			want:    []string{`11: gateways[0].dial_plan: no dial plan named "mian"`},
 		},
 		{
+			name:    "names that cannot go into a Record-Route parameter",
+			content: strings.Replace(strings.Replace(validBase, "  - name: gw1\n", "  - name: gw;1\n", 1), "node_name: t\n", "node_name: t>x\n", 1),
+			want: []string{
+				`1: node_name: "t>x": only letters, digits and - . _ ~ (it is the user part of umrouter's Record-Route)`,
+				`9: gateways[0].name: "gw;1": only letters, digits and - . _ ~ (umrouter's Record-Route carries it)`,
+			},
+		},
+		{
 			name:    "bad startup_mode",
 			content: strings.Replace(validBase, "startup_mode: tls", "startup_mode: tsl", 1),
 			want:    []string{`3: startup_mode: must be tcp, tls or dual, got "tsl"`},
