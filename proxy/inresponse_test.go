@@ -42,13 +42,17 @@ func TestScanResponseLeavesOtherShapesToTheParser(t *testing.T) {
 		"status of two digits": func(m string) string { return strings.Replace(m, "200 OK", "20 OK", 1) },
 		"status 099":           func(m string) string { return strings.Replace(m, "200 OK", "099 OK", 1) },
 		"folded line":          func(m string) string { return strings.Replace(m, "Call-ID: c1\r\n", "Call-ID:\r\n c1\r\n", 1) },
-		"no Via":               func(m string) string { return strings.NewReplacer("Via: SIP/2.0/UDP", "X-Via: a", "Via: SIP/2.0/TLS", "X-Via: b").Replace(m) },
-		"two CSeq":             func(m string) string { return strings.Replace(m, "CSeq: 1 INVITE\r\n", "CSeq: 1 INVITE\r\nCSeq: 2 BYE\r\n", 1) },
-		"no Content-Length":    func(m string) string { return strings.Replace(m, "Content-Length: 4\r\n", "", 1) },
-		"body cut short":       func(m string) string { return strings.Replace(m, "Content-Length: 4", "Content-Length: 40", 1) },
-		"no branch":            func(m string) string { return strings.Replace(m, "branch=z9hG4bKumr-1a;", "", 1) },
-		"CSeq without method":  func(m string) string { return strings.Replace(m, "CSeq: 1 INVITE", "CSeq: 1", 1) },
-		"no blank line":        func(m string) string { return m[:strings.Index(m, "\r\n\r\n")+2] },
+		"no Via": func(m string) string {
+			return strings.NewReplacer("Via: SIP/2.0/UDP", "X-Via: a", "Via: SIP/2.0/TLS", "X-Via: b").Replace(m)
+		},
+		"two CSeq": func(m string) string {
+			return strings.Replace(m, "CSeq: 1 INVITE\r\n", "CSeq: 1 INVITE\r\nCSeq: 2 BYE\r\n", 1)
+		},
+		"no Content-Length":   func(m string) string { return strings.Replace(m, "Content-Length: 4\r\n", "", 1) },
+		"body cut short":      func(m string) string { return strings.Replace(m, "Content-Length: 4", "Content-Length: 40", 1) },
+		"no branch":           func(m string) string { return strings.Replace(m, "branch=z9hG4bKumr-1a;", "", 1) },
+		"CSeq without method": func(m string) string { return strings.Replace(m, "CSeq: 1 INVITE", "CSeq: 1", 1) },
+		"no blank line":       func(m string) string { return m[:strings.Index(m, "\r\n\r\n")+2] },
 	} {
 		if _, ok := scanResponse([]byte(edit(scannedOK))); ok {
 			t.Errorf("%s: scanned, want it left to the parser", name)

@@ -51,11 +51,11 @@ type transaction struct {
 	req    *sip.Request // as received, its own Route entries popped
 	// inDialog: the request's To has a tag (RFC 3261 section 12.2).
 	inDialog bool
-	raw    []byte       // req's bytes as received (forwarding edits a copy)
-	popped int          // how many of raw's Route entries were ours
-	via    string // our Via line as last sent, CRLF included
-	out    flow
-	bytes  []byte // as forwarded, for UDP retransmission
+	raw      []byte // req's bytes as received (forwarding edits a copy)
+	popped   int    // how many of raw's Route entries were ours
+	via      string // our Via line as last sent, CRLF included
+	out      flow
+	bytes    []byte // as forwarded, for UDP retransmission
 
 	backend *backendServer   // next hop when toward the pool
 	tried   []*backendServer // servers already attempted (failover)
