@@ -1,0 +1,211 @@
+#!/usr/bin/env bash
+# bench/fairness.sh: does one gateway's flood hurt another gateway's calls?
+# (issue 8, item 3). Everything on loopback, every load bounded.
+#
+#   bash bench/fairness.sh            # 3 repetitions (~3 min on 2 vCPU)
+#   bash bench/fairness.sh --quick    # 1 short repetition (< 1 min): a smoke test
+#
+# umrouter is built from the working tree and started with two gateways,
+# gwa and gwb (client certificates made here with openssl), a per-gateway
+# request rate limit (limits.requests_per_second) and a umload UAS backend.
+# Each repetition runs, in turn:
+#   quiet  gwa places paced calls: RATE_A calls/s over CONNS_A connections
+#          for DUR seconds -> p50/p99 INVITE->200 as gwa sees it
+#   flood  the same gwa load while gwb floods, from 2 s before gwa starts to
+#          3 s after it ends: unpaced full calls over FLOOD_CONNS
+#          connections with FLOOD_INFLIGHT calls in flight each (bounded by
+#          -n and -d), plus FLOOD_HS connections at a time each doing a new
+#          mutual-TLS handshake and one OPTIONS (a handshake flood)
+# The figures come from umload's JSON line (the last line of its output);
+# gwb's 503s are its INVITEs refused by the rate limit (umload's failure
+# reason invite_503, and umrouter_refusals_total{reason="rate_limited"}).
+#
+# Verdict (issue 8): p99 INVITE->200 of gwa under flood within 2x of quiet
+# (medians over the repetitions), and zero failed calls for gwa, in every
+# run. Caveat that matters on a small machine: the flood's load generator
+# runs on the same CPUs as umrouter, so the flood also takes CPU from
+# umrouter and from gwa's load generator; --flood-nice 19 runs gwb's
+# processes at the lowest priority to see how much of a degradation is that.
+#
+# Options:
+#   --quick             one repetition of 8 s loads, a smaller flood
+#   -r N                repetitions (default 3; 1 with --quick)
+#   --rate N            gwa's calls/s (default 200)
+#   --rps N             limits.requests_per_second of every gateway (default 500)
+#   --flood-conns N     gwb's call connections (default 50)
+#   --flood-hs N        gwb's concurrent handshakes (default 8; 0: no handshake flood)
+#   --flood-nice N      niceness of gwb's load generators and of their sessions'
+#                       scheduler autogroups (default 0; 19: the flood takes
+#                       CPU from umrouter only as far as umrouter leaves it,
+#                       closer to a flood that comes from another machine)
+#   --out DIR           copy the report, raw JSON results and logs to DIR
+#   --keep              keep the work directory
+#
+# Environment: NOISE_MAX (0.25): when other processes of the machine (not
+# umrouter, the backend or the load generators) used more than this share of
+# the CPUs during a run, the verdict says "noisy, not judged".
+#
+# Needs: go, openssl, jq, ss, curl. Every process it starts is stopped on exit.
+set -eu
+
+NAME=fairness
+QUICK=0 REPS="" RATE_A=200 RPS=500 FLOOD_CONNS=50 FLOOD_HS=8 FLOOD_NICE=0
+while (($#)); do
+  case $1 in
+    --quick) QUICK=1 ;;
+    -r) REPS=${2:?-r needs a number}; shift ;;
+    --rate) RATE_A=${2:?}; shift ;;
+    --rps) RPS=${2:?}; shift ;;
+    --flood-conns) FLOOD_CONNS=${2:?}; shift ;;
+    --flood-hs) FLOOD_HS=${2:?}; shift ;;
+    --flood-nice) FLOOD_NICE=${2:?}; shift ;;
+    --out) OUT=${2:?}; shift ;;
+    --keep) KEEP=1 ;;
+    -h | --help) sed -n '2,/^set -eu/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "bench/fairness.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+[[ -z $REPS ]] && { ((QUICK)) && REPS=1 || REPS=3; }
+for v in REPS RATE_A RPS FLOOD_CONNS FLOOD_HS; do
+  [[ ${!v} =~ ^[0-9]+$ ]] || { echo "bench/fairness.sh: $v must be a number" >&2; exit 2; }
+done
+((REPS >= 1 && REPS <= 20)) || { echo "bench/fairness.sh: -r takes 1..20" >&2; exit 2; }
+[[ $FLOOD_NICE =~ ^-?[0-9]+$ ]] || { echo "bench/fairness.sh: --flood-nice takes an integer" >&2; exit 2; }
+
+CONNS_A=4 FLOOD_INFLIGHT=4
+if ((QUICK)); then DUR=8; FLOOD_CONNS=$((FLOOD_CONNS < 20 ? FLOOD_CONNS : 20)); else DUR=20; fi
+FLOOD_DUR=$((DUR + 5))
+# Bound: the build, then per repetition two loads and the flood's margins.
+MAX_SECONDS=$((240 + REPS * (DUR + FLOOD_DUR + 40)))
+
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+lib_init
+make_pki gwa gwb
+write_config "$WORK/pki/server.crt" "$WORK/pki/server.key" "{ max_connections: 20000, requests_per_second: $RPS }" gwa gwb
+backend_start main
+umrouter_start umrouter
+log "umrouter pid $UMR_PID on 127.0.0.1:$P_UMR; backend on :$P_BACKEND; $(nproc) CPUs; $REPS repetition(s) of ${DUR}s"
+
+# gwa_run LABEL [OTHER-PIDS]: gwa's paced calls; its JSON line goes to
+# results/LABEL.json. The CPU of OTHER-PIDS (the backend, the flood) is
+# reported apart from the rest of the machine's (foreign_cpu_share: noise).
+gwa_run() {
+  local out=$WORK/results/$1.json others=$BACKEND_PID${2:+,$2}
+  # shellcheck disable=SC2046 # client_args is a list of flags
+  "$UMLOAD" calls -target "127.0.0.1:$P_UMR" $(client_args gwa) -c "$CONNS_A" -rate "$RATE_A" \
+    -n $((RATE_A * DUR)) -d "${DUR}s" -src 127.0.0.1 -pids "$UMR_PID" -other-pids "$others" >"$WORK/results/$1.out" 2>"$WORK/logs/$1.log" || true
+  tail -1 "$WORK/results/$1.out" | jq -c . >"$out" 2>/dev/null || echo '{"error":"no result"}' >"$out"
+  log "$1: gwa $(jq -r '"\(.calls_ok // 0) ok, \(.calls_failed // "?") failed, p50 \(.invite_200_ms.p50 // "?") ms, p99 \(.invite_200_ms.p99 // "?") ms"' "$out")"
+}
+# flood_start LABEL: gwb's floods in the background; flood_wait LABEL collects them.
+FLOOD_GROUPS=()
+flood_start() {
+  # shellcheck disable=SC2046
+  BG_NICE=$FLOOD_NICE start_bg "$1.flood-calls" "$UMLOAD" calls -target "127.0.0.1:$P_UMR" $(client_args gwb) \
+    -c "$FLOOD_CONNS" -inflight "$FLOOD_INFLIGHT" -n 5000000 -d "${FLOOD_DUR}s" -call-timeout 5s -src 127.0.0.2-127.0.0.9
+  FLOOD_GROUPS=("$BG_PID")
+  if ((FLOOD_HS > 0)); then
+    # shellcheck disable=SC2046
+    BG_NICE=$FLOOD_NICE start_bg "$1.flood-hs" "$UMLOAD" handshake -target "127.0.0.1:$P_UMR" $(client_args gwb) \
+      -c "$FLOOD_HS" -n 1000000 -d "${FLOOD_DUR}s" -src 127.0.0.10-127.0.0.40
+    FLOOD_GROUPS+=("$BG_PID")
+  fi
+}
+flood_wait() {
+  local pid f kind
+  for pid in "${FLOOD_GROUPS[@]}"; do
+    # Each ends by itself after FLOOD_DUR (+ its call timeout); bounded anyway.
+    for _ in $(seq $(((FLOOD_DUR + 30) * 10))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    stop_group "$pid"; forget_pid "$pid"
+  done
+  for kind in calls hs; do
+    f=$WORK/logs/$1.flood-$kind.log
+    [[ -f $f ]] || continue
+    tail -1 "$f" | jq -c . >"$WORK/results/$1.flood-$kind.json" 2>/dev/null || echo '{"error":"no result"}' >"$WORK/results/$1.flood-$kind.json"
+  done
+  log "$1: gwb $(jq -r '"\(.calls_started // 0) calls started, \(.calls_ok // 0) completed, \(.failures.invite_503 // 0) refused 503, \(.calls_per_s // 0 | floor) ok/s"' "$WORK/results/$1.flood-calls.json")$(
+    [[ -f $WORK/results/$1.flood-hs.json ]] && jq -r '"; \(.connections_ok // 0) handshakes+OPTIONS ok, \(.connections_failed // 0) failed"' "$WORK/results/$1.flood-hs.json")"
+}
+
+REFUSED_RL='umrouter_refusals_total{code="503",reason="rate_limited"'
+for rep in $(seq "$REPS"); do
+  log "== repetition $rep: quiet"
+  sleep 2 # the previous load's connections close
+  gwa_run "quiet.$rep"
+  log "== repetition $rep: gwb floods"
+  rl0=$(metric "$REFUSED_RL")
+  flood_start "flood.$rep"
+  sleep 2 # the flood connects and ramps up
+  gwa_run "flood.$rep" "$(IFS=,; echo "${FLOOD_GROUPS[*]}")"
+  flood_wait "flood.$rep"
+  rl1=$(metric "$REFUSED_RL")
+  echo "{\"rate_limited\": $((rl1 - rl0))}" >"$WORK/results/flood.$rep.refusals.json"
+  kill -0 "$UMR_PID" 2>/dev/null || die "umrouter died: $(tail -5 "$WORK/logs/umrouter.log")"
+done
+
+# ---- report -----------------------------------------------------------------
+med() { # med PHASE JQPATH: median over the repetitions
+  local rep
+  for rep in $(seq "$REPS"); do jq -r "$2 // empty" "$WORK/results/$1.$rep.json" 2>/dev/null; done | median
+}
+sum() { # sum FILE-SUFFIX JQPATH: sum over the repetitions
+  local rep
+  for rep in $(seq "$REPS"); do jq -r "$2 // 0" "$WORK/results/$1.$rep$3.json" 2>/dev/null || echo 0; done |
+    awk '{s += $1} END {printf "%.0f\n", s}'
+}
+Q50=$(med quiet .invite_200_ms.p50) Q99=$(med quiet .invite_200_ms.p99)
+F50=$(med flood .invite_200_ms.p50) F99=$(med flood .invite_200_ms.p99)
+AQOK=$(sum quiet .calls_ok "") AFOK=$(sum flood .calls_ok "")
+AFAIL=$(($(sum quiet '(.calls_failed + (.unfinished // 0))' "") + $(sum flood '(.calls_failed + (.unfinished // 0))' "")))
+ACONNF=$(($(sum quiet '(.connect_failures | length)' "") + $(sum flood '(.connect_failures | length)' "")))
+B503=$(sum flood .failures.invite_503 .flood-calls) BSTART=$(sum flood .calls_started .flood-calls)
+BOK=$(sum flood .calls_ok .flood-calls) BRL=$(sum flood .rate_limited .refusals)
+BHS=$(sum flood .connections_ok .flood-hs) BHSF=$(sum flood .connections_failed .flood-hs)
+QCPU=$(med quiet '(.target_cpu_s / .elapsed_s)') FCPU=$(med flood '(.target_cpu_s / .elapsed_s)')
+QFOR=$(med quiet .foreign_cpu_share) FFOR=$(med flood .foreign_cpu_share)
+QOTH=$(med quiet '(.other_cpu_s / .elapsed_s)') FOTH=$(med flood '(.other_cpu_s / .elapsed_s)')
+NOISE_MAX=${NOISE_MAX:-0.25}
+NOISE=$(for rep in $(seq "$REPS"); do jq -r '.foreign_cpu_share // 0' "$WORK/results/quiet.$rep.json" "$WORK/results/flood.$rep.json" 2>/dev/null; done | sort -g | tail -1)
+RATIO=$(awk -v a="$F99" -v b="$Q99" 'BEGIN{ if (a == "" || b == "" || b == 0) print ""; else printf "%.2f", a/b }')
+per_rep=$(for rep in $(seq "$REPS"); do
+  jq -rn --slurpfile q "$WORK/results/quiet.$rep.json" --slurpfile f "$WORK/results/flood.$rep.json" \
+    --slurpfile b "$WORK/results/flood.$rep.flood-calls.json" --arg rep "$rep" \
+    '"| \($rep) | \($q[0].invite_200_ms.p50 // "–") | \($q[0].invite_200_ms.p99 // "–") | \($f[0].invite_200_ms.p50 // "–") | \($f[0].invite_200_ms.p99 // "–") | \(if ($q[0].invite_200_ms.p99 // 0) > 0 then (($f[0].invite_200_ms.p99 // 0) / $q[0].invite_200_ms.p99 * 100 | round / 100) else "–" end)× | \($b[0].calls_started // 0) | \($b[0].failures.invite_503 // 0) | \(($q[0].calls_failed // 0) + ($f[0].calls_failed // 0)) |"'
+done)
+if awk -v n="${NOISE:-0}" -v m="$NOISE_MAX" 'BEGIN{exit !(n > m)}'; then
+  VERDICT="**noisy, not judged**: other processes of the machine used up to $(awk -v n="$NOISE" 'BEGIN{printf "%.0f", n*100}') % of the CPUs during a run (limit $(awk -v m="$NOISE_MAX" 'BEGIN{print m*100}') %); p99 ratio ${RATIO:-?}×, gwa failed calls $AFAIL"
+elif [[ -n $RATIO ]] && awk -v r="$RATIO" 'BEGIN{exit !(r <= 2)}' && ((AFAIL == 0 && ACONNF == 0)); then
+  VERDICT="**met**: p99 under flood ${RATIO}× quiet (≤ 2×), gwa lost no call"
+else
+  VERDICT="**not met**: p99 under flood ${RATIO:-?}× quiet (goal ≤ 2×), gwa failed calls $AFAIL, failed connections $ACONNF"
+fi
+{
+  echo "## bench/fairness.sh results"
+  echo
+  echo "- $(date -u '+%Y-%m-%d %H:%M UTC'); umrouter from the working tree at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
+  echo "- $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(uname -sr), $(go version | cut -d' ' -f3); backend: umload uas"
+  echo "- gwa: $RATE_A calls/s over $CONNS_A connections for ${DUR}s; gwb: unpaced calls over $FLOOD_CONNS connections × $FLOOD_INFLIGHT in flight$( ((FLOOD_HS)) && echo ", and $FLOOD_HS concurrent new mutual-TLS handshakes + OPTIONS") for ${FLOOD_DUR}s$( ((FLOOD_NICE)) && echo " at niceness $FLOOD_NICE"); limits.requests_per_second $RPS per gateway; $REPS repetition(s)$( ((QUICK)) && echo '; **--quick: indicative only**')"
+  echo
+  echo "| figure | value |"
+  echo "|---|---|"
+  echo "| gwa p50 / p99 INVITE→200, quiet (ms, median) | ${Q50:-–} / ${Q99:-–} |"
+  echo "| gwa p50 / p99 INVITE→200, gwb flooding (ms, median) | ${F50:-–} / ${F99:-–} |"
+  echo "| p99 ratio flood / quiet | ${RATIO:-–}× (goal ≤ 2×) |"
+  echo "| umrouter CPU during gwa's run, quiet / flood (cores, median) | $(printf '%.2f / %.2f' "${QCPU:-0}" "${FCPU:-0}") |"
+  echo "| backend + gwb's generators CPU during gwa's run, quiet / flood (cores, median) | $(printf '%.2f / %.2f' "${QOTH:-0}" "${FOTH:-0}") |"
+  echo "| noise: CPU of the rest of the machine, quiet / flood (share of all CPUs, median; max $(awk -v n="${NOISE:-0}" 'BEGIN{printf "%.0f", n*100}') %) | $(printf '%.0f %% / %.0f %%' "$(awk -v v="${QFOR:-0}" 'BEGIN{print v*100}')" "$(awk -v v="${FFOR:-0}" 'BEGIN{print v*100}')") |"
+  echo "| gwa calls completed quiet / under flood | $AQOK / $AFOK |"
+  echo "| gwa failed calls (and connections), all runs | $AFAIL ($ACONNF) (goal 0) |"
+  echo "| gwb calls started / completed / refused 503 (rate limit) | $BSTART / $BOK / $B503 |"
+  echo "| umrouter_refusals_total{reason=\"rate_limited\"} during the floods | $BRL |"
+  ((FLOOD_HS)) && echo "| gwb handshake flood: connections ok / failed | $BHS / $BHSF |"
+  echo "| verdict | $VERDICT |"
+  echo
+  echo "| rep | quiet p50 | quiet p99 | flood p50 | flood p99 | ratio p99 | gwb calls started | gwb 503 | gwa failed |"
+  echo "|---|---|---|---|---|---|---|---|---|"
+  echo "$per_rep"
+} >"$WORK/report.md"
+cat "$WORK/report.md"
+log "done"
