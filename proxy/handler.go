@@ -37,7 +37,7 @@ func (s *Server) handleFrame(c *streamConn, frame []byte) {
 	p := c.identity()
 	if r, ok := s.scanResponse(frame); ok {
 		s.handleResponse(c, p, &r)
-	} else {
+	} else if !s.relayInDialog(c, p, frame) {
 		msg, err := s.parser.ParseSIP(frame)
 		if err != nil {
 			s.malformed(c, *p, frame, err)
@@ -60,6 +60,9 @@ func (s *Server) handleDatagram(f udpFlow, b []byte) {
 	}
 	if r, ok := s.scanResponse(b); ok {
 		s.handleResponse(f, &p, &r)
+		return
+	}
+	if s.relayInDialog(f, &p, b) {
 		return
 	}
 	msg, err := s.parser.ParseSIP(b)
@@ -293,7 +296,7 @@ func (s *Server) handleRequest(f flow, p *peer, req *sip.Request, raw []byte) {
 		return
 	}
 	if p.refusal != "" {
-		s.countRequest(req, p, "")
+		s.countRequest(req.Method, p, "")
 		if req.Method != sip.ACK {
 			s.refuse(f, p, req, 403, p.refusal, refusalText(p.refusal))
 		}
@@ -303,12 +306,12 @@ func (s *Server) handleRequest(f flow, p *peer, req *sip.Request, raw []byte) {
 	switch req.Method {
 	case sip.ACK:
 		if tx := s.txs.byServerKey(serverKey(req.Via(), sip.INVITE)); tx != nil {
-			s.countRequest(req, p, tx.plan)
+			s.countRequest(req.Method, p, tx.plan)
 			s.absorbAck(tx) // ACK of a non-2xx final: hop by hop, ends here
 			return
 		}
 	case sip.CANCEL:
-		s.countRequest(req, p, "")
+		s.countRequest(req.Method, p, "")
 		s.handleCancel(f, p, req)
 		return
 	default:
@@ -319,13 +322,13 @@ func (s *Server) handleRequest(f flow, p *peer, req *sip.Request, raw []byte) {
 	}
 
 	if s.looped(req) {
-		s.countRequest(req, p, "")
+		s.countRequest(req.Method, p, "")
 		s.refuse(f, p, req, 482, "loop", "loop detected")
 		return
 	}
 	if mf := req.MaxForwards(); mf != nil {
 		if mf.Val() == 0 {
-			s.countRequest(req, p, "")
+			s.countRequest(req.Method, p, "")
 			if req.Method != sip.ACK {
 				s.refuse(f, p, req, 483, "too_many_hops", "")
 			}
@@ -354,7 +357,7 @@ func (s *Server) handleRequest(f flow, p *peer, req *sip.Request, raw []byte) {
 	planName := popped.plan
 	if p.side == sideGateway {
 		if initial && req.Method == sip.OPTIONS && req.Recipient.User == "" {
-			s.countRequest(req, p, "")
+			s.countRequest(req.Method, p, "")
 			s.answerOptions(f, p, req)
 			return
 		}
@@ -363,10 +366,11 @@ func (s *Server) handleRequest(f flow, p *peer, req *sip.Request, raw []byte) {
 			return
 		}
 	}
-	s.countRequest(req, p, planName)
+	s.countRequest(req.Method, p, planName)
 
 	if req.Method == sip.ACK {
-		s.forwardStateless(f, p, req, raw, toward, popped)
+		popped.toward = toward
+		s.forwardStateless(f, p, req, raw, popped)
 		return
 	}
 	if s.rt().backends.Mode == "redirect" && req.Method == sip.INVITE && p.side == sideGateway && !inDialog && !popped.found {
@@ -382,7 +386,8 @@ func (s *Server) handleRequest(f flow, p *peer, req *sip.Request, raw []byte) {
 	}
 	if toward == sideBackend {
 		if inDialog || popped.found || req.Route() != nil {
-			s.forwardInDialogToBackend(tx)
+			host, port := nextHop(req)
+			s.forwardInDialogToBackend(tx, host, port)
 		} else {
 			s.forwardToPool(tx)
 		}
@@ -432,16 +437,16 @@ func checkRequestShape(req *sip.Request) (code int, reason, warning string) {
 	}
 	var counts [6]int
 	for _, h := range req.Headers() {
-		name := strings.ToLower(h.Name())
+		name := h.Name()
 		for i, single := range singleValueHeaders {
-			if name == single {
+			if strings.EqualFold(name, single) {
 				counts[i]++
 				if counts[i] > 1 {
 					return 400, "duplicate_header", h.Name() + " appears twice"
 				}
 			}
 		}
-		if name == "proxy-require" {
+		if strings.EqualFold(name, "proxy-require") {
 			return 420, "bad_extension", "unsupported extension in Proxy-Require"
 		}
 	}
@@ -462,8 +467,8 @@ func unsupportedHeader(req *sip.Request, code int) []sip.Header {
 }
 
 // countRequest counts a request from a peer under its resolved dial plan.
-func (s *Server) countRequest(req *sip.Request, p *peer, plan string) {
-	s.m.Requests.WithLabelValues(methodLabel(req.Method), gatewayName(p.gateway), plan).Inc()
+func (s *Server) countRequest(method sip.RequestMethod, p *peer, plan string) {
+	s.m.Requests.WithLabelValues(methodLabel(method), gatewayName(p.gateway), plan).Inc()
 }
 
 // gatewayPolicy applies the dial plan to a request from a gateway: the plan
@@ -498,7 +503,7 @@ func (s *Server) gatewayPolicy(f flow, p *peer, req *sip.Request, initial bool, 
 		})
 	}
 	if !d.Allow {
-		s.countRequest(req, p, plan.Name)
+		s.countRequest(req.Method, p, plan.Name)
 		if req.Method != sip.ACK {
 			s.refuse(f, p, req, d.Code, d.Reason, d.Warning)
 		}
@@ -515,7 +520,7 @@ func (s *Server) gatewayPolicy(f flow, p *peer, req *sip.Request, initial bool, 
 			reason, warning = "rate_limited", "request rate of this gateway over its limit"
 		}
 		if reason != "" {
-			s.countRequest(req, p, plan.Name)
+			s.countRequest(req.Method, p, plan.Name)
 			if req.Method != sip.ACK {
 				s.refuse(f, p, req, 503, reason, warning, retryAfter(1))
 			}
@@ -859,6 +864,9 @@ func (s *Server) forwardedBytes(req *sip.Request, raw []byte, popped int, top []
 			return b
 		}
 	}
+	if req == nil {
+		return nil // relayed from a scan that guarantees the edit above
+	}
 	// The model's serialisation ends "headers CRLF CRLF body": our lines go
 	// right after the start line.
 	b := []byte(req.Clone().String())
@@ -875,10 +883,9 @@ func oppositeSide(sd side) side {
 
 // forwardInDialogToBackend sends an in-dialog request to the backend that
 // its next Route or Request-URI names; only configured servers are reachable.
-func (s *Server) forwardInDialogToBackend(tx *transaction) {
+func (s *Server) forwardInDialogToBackend(tx *transaction, host string, port int) {
 	tx.mu.Lock()
 	defer tx.mu.Unlock()
-	host, port := nextHop(tx.req)
 	b := s.rt().pool.byTarget(host, port)
 	if b == nil {
 		s.respondLocal(tx, 404, "unknown_target", "in-dialog target is no configured UM server")
@@ -954,20 +961,9 @@ func nextHop(req *sip.Request) (string, int) {
 }
 
 // forwardStateless relays an ACK for a 2xx (end to end, no transaction).
-func (s *Server) forwardStateless(f flow, p *peer, req *sip.Request, raw []byte, toward side, pr poppedRoute) {
-	var out flow
-	if toward == sideGateway {
-		if c := s.connByID(pr.flowID); c != nil && pr.flowID != 0 {
-			out = c
-		} else if g := s.rt().byName[pr.gateway]; g != nil {
-			out, _ = s.gatewayConn(g)
-		}
-	} else {
-		host, port := nextHop(req)
-		if b := s.rt().pool.byTarget(host, port); b != nil {
-			out, _ = s.backendFlow(b)
-		}
-	}
+func (s *Server) forwardStateless(f flow, p *peer, req *sip.Request, raw []byte, pr poppedRoute) {
+	host, port := nextHop(req)
+	out := s.inDialogFlow(pr, host, port)
 	if out == nil {
 		s.log.Debug("ACK dropped: no next hop", zap.String("call_id", callID(req)))
 		return
@@ -1057,7 +1053,15 @@ func (s *Server) sendAck(tx *transaction, r *inResponse) {
 
 // respondLocal ends tx with a response umrouter makes itself. Call with tx.mu held.
 func (s *Server) respondLocal(tx *transaction, code int, reason, warning string, extra ...sip.Header) {
-	res := sip.NewResponseFromRequest(tx.req, code, reasonPhrase(code), nil)
+	req := tx.request()
+	if req == nil {
+		// Relayed from a scan that sipgo cannot parse: answer from the
+		// raw lines, as for a malformed request.
+		s.m.Refusals.WithLabelValues(strconv.Itoa(code), reason).Inc()
+		s.relayFinal(tx, errorResponseFor(tx.raw, code, reasonPhrase(code)), code, 0)
+		return
+	}
+	res := sip.NewResponseFromRequest(req, code, reasonPhrase(code), nil)
 	res.SipVersion = "SIP/2.0"
 	if warning != "" {
 		res.AppendHeader(sip.NewHeader("Warning", fmt.Sprintf("399 %s %q", s.cfg.Advertise, warning)))

@@ -153,6 +153,9 @@ func responseFromModel(res *sip.Response, raw []byte) (inResponse, bool) {
 // retryAfterValue reads a Retry-After value ("120", "120;duration=60",
 // "18000 (in five hours)") as a duration, or def when it says nothing usable.
 func retryAfterValue(v []byte, def time.Duration) time.Duration {
+	if len(v) == 0 {
+		return def
+	}
 	s := string(v)
 	s = strings.TrimSpace(strings.SplitN(s, ";", 2)[0])
 	s = strings.TrimSpace(strings.SplitN(s, "(", 2)[0])

@@ -318,6 +318,17 @@ func (p *backendPool) byTarget(host string, port int) *backendServer {
 	return nil
 }
 
+// byResolved returns the server whose resolved address is ip:port: the
+// cheap match for a datagram's source (byTarget covers the rest).
+func (p *backendPool) byResolved(ip netip.Addr, port int) *backendServer {
+	for _, b := range p.servers {
+		if ap := b.resolved.Load(); ap != nil && b.port == port && ap.Addr().Unmap() == ip {
+			return b
+		}
+	}
+	return nil
+}
+
 // forget drops references to a closed connection.
 func (p *backendPool) forget(c *streamConn) {
 	for _, b := range p.servers {

@@ -387,15 +387,20 @@ func (s *Server) identifyTLS(chain []*x509.Certificate) peer {
 // from their listening port), then a gateway at that IP, then a backend at
 // that IP.
 func (s *Server) identifyByAddr(ap netip.AddrPort) peer {
+	// Runs for every datagram: names (only logged for refused peers) and
+	// address strings are made only when needed.
 	ip := ap.Addr().Unmap()
+	if b := s.rt().pool.byResolved(ip, int(ap.Port())); b != nil {
+		return peer{side: sideBackend, backend: b.addr}
+	}
 	if b := s.rt().pool.byTarget(ip.String(), int(ap.Port())); b != nil {
-		return peer{side: sideBackend, backend: b.addr, names: []string{ip.String()}}
+		return peer{side: sideBackend, backend: b.addr}
 	}
 	if g, ok := s.rt().byIP[ip]; ok {
-		return peer{side: sideGateway, gateway: g, names: []string{ip.String()}}
+		return peer{side: sideGateway, gateway: g}
 	}
 	if addr, ok := s.rt().pool.byIP(ip); ok {
-		return peer{side: sideBackend, backend: addr, names: []string{ip.String()}}
+		return peer{side: sideBackend, backend: addr}
 	}
 	return peer{names: []string{ip.String()}, refusal: "not_a_gateway"}
 }
@@ -476,7 +481,11 @@ func (s *Server) gatewayConn(g *Gateway) (flow, error) {
 	}
 	s.connMu.Unlock()
 	addr := net.JoinHostPort(g.Address, strconv.Itoa(g.Port))
-	return s.dial("TLS", addr, g.Address, peer{side: sideGateway, gateway: g, names: []string{g.Address}})
+	c, err := s.dial("TLS", addr, g.Address, peer{side: sideGateway, gateway: g, names: []string{g.Address}})
+	if err != nil {
+		return nil, err // not c: a nil *streamConn in a flow is not a nil flow
+	}
+	return c, nil
 }
 
 // dial opens a stream connection and starts its read loop.

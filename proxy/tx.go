@@ -48,7 +48,10 @@ type transaction struct {
 
 	in     flow // where responses go
 	inSide side
-	req    *sip.Request // as received, its own Route entries popped
+	req    *sip.Request // as received, its own Route entries popped; see request
+	// parse parses raw, for a request relayed from a scan of its bytes
+	// (req nil until a rare path needs the model).
+	parse func() (sip.Message, error)
 	// inDialog: the request's To has a tag (RFC 3261 section 12.2).
 	inDialog bool
 	raw      []byte // req's bytes as received (forwarding edits a copy)
@@ -81,6 +84,22 @@ type transaction struct {
 	deadline       time.Time // when the current state times out
 	retransAt      time.Time // next UDP retransmission (zero: none)
 	retransEvery   time.Duration
+}
+
+// request returns the request as sipgo models it, parsing it on first use
+// when it was relayed from a scan; nil when sipgo cannot parse it.
+func (tx *transaction) request() *sip.Request {
+	if tx.req == nil && tx.parse != nil {
+		m, err := tx.parse()
+		tx.parse = nil
+		if r, ok := m.(*sip.Request); ok && err == nil {
+			if tx.in != nil {
+				r.SetSource(tx.in.remoteAddr().String()) // rport/received of local answers
+			}
+			tx.req = r
+		}
+	}
+	return tx.req
 }
 
 // txTable indexes live transactions by both keys.
