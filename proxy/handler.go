@@ -37,7 +37,7 @@ func (s *Server) handleFrame(c *streamConn, frame []byte) {
 	p := c.identity()
 	if r, ok := s.scanResponse(frame); ok {
 		s.handleResponse(c, p, &r)
-	} else if !s.relayInDialog(c, p, frame) {
+	} else if !s.relayScanned(c, p, frame) {
 		msg, err := s.parser.ParseSIP(frame)
 		if err != nil {
 			s.malformed(c, *p, frame, err)
@@ -62,7 +62,7 @@ func (s *Server) handleDatagram(f udpFlow, b []byte) {
 		s.handleResponse(f, &p, &r)
 		return
 	}
-	if s.relayInDialog(f, &p, b) {
+	if s.relayScanned(f, &p, b) {
 		return
 	}
 	msg, err := s.parser.ParseSIP(b)
@@ -477,6 +477,41 @@ func (s *Server) countRequest(method sip.RequestMethod, p *peer, plan string) {
 // recorded), then the plan's transport, URI and media rules. It answers the
 // refusals itself and reports whether the request may pass.
 func (s *Server) gatewayPolicy(f flow, p *peer, req *sip.Request, initial bool, dialogPlan string) (string, bool) {
+	ct := ""
+	if h := req.ContentType(); h != nil {
+		ct = h.Value()
+	}
+	v := s.callPolicy(p, dialplan.Request{
+		Method: string(req.Method), Transport: dialplan.Transport(lower(f.viaTransport())),
+		User: req.Recipient.User, Host: req.Recipient.Host, ContentType: ct, Body: req.Body(),
+		InDialog: !initial,
+	}, dialogPlan)
+	if v.Allow {
+		return v.plan, true
+	}
+	s.countRequest(req.Method, p, v.plan)
+	if req.Method != sip.ACK {
+		var extra []sip.Header
+		if v.Code == 503 {
+			extra = append(extra, retryAfter(1))
+		}
+		s.refuse(f, p, req, v.Code, v.Reason, v.Warning, extra...)
+	}
+	return v.plan, false
+}
+
+// verdict is what callPolicy decided for a request from a gateway.
+type verdict struct {
+	dialplan.Decision
+	plan string // the call's dial plan
+}
+
+// callPolicy decides on a request from a gateway, for both paths that relay
+// one (handleRequest, and the fast paths that read bytes): the call's
+// plan and its rules, then, for a new dialog or a request outside one,
+// whether this node takes it (draining, transaction limit, the gateway's
+// request rate, whose token it takes). Refusals are the caller's to send.
+func (s *Server) callPolicy(p *peer, r dialplan.Request, dialogPlan string) verdict {
 	rt := s.rt()
 	var plan dialplan.Plan
 	var d dialplan.Decision
@@ -489,45 +524,23 @@ func (s *Server) gatewayPolicy(f flow, p *peer, req *sip.Request, initial bool, 
 			d = dialplan.Decision{Allow: true}
 		}
 	} else {
-		plan, d = dialplan.Resolve(rt.plans, p.gateway.DialPlan, huntGroups(p.gateway), req.Recipient.User)
+		plan, d = dialplan.Resolve(rt.plans, p.gateway.DialPlan, huntGroups(p.gateway), r.User)
 	}
 	if d.Allow {
-		ct := ""
-		if h := req.ContentType(); h != nil {
-			ct = h.Value()
-		}
-		d = plan.Check(dialplan.Request{
-			Method: string(req.Method), Transport: dialplan.Transport(lower(f.viaTransport())),
-			User: req.Recipient.User, Host: req.Recipient.Host, ContentType: ct, Body: req.Body(),
-			InDialog: !initial,
-		})
+		d = plan.Check(r)
 	}
-	if !d.Allow {
-		s.countRequest(req.Method, p, plan.Name)
-		if req.Method != sip.ACK {
-			s.refuse(f, p, req, d.Code, d.Reason, d.Warning)
-		}
-		return plan.Name, false
+	if !d.Allow || r.InDialog {
+		return verdict{d, plan.Name}
 	}
-	if initial {
-		reason, warning := "", ""
-		switch {
-		case s.draining.Load():
-			reason, warning = "draining", "node is draining"
-		case s.txs.count() >= int64(s.cfg.Limits.MaxTransactions):
-			reason, warning = "max_transactions", "too many transactions in progress"
-		case !s.rates.allow(p.gateway.Name, s.cfg.Limits.RequestsPerSecond, time.Now()):
-			reason, warning = "rate_limited", "request rate of this gateway over its limit"
-		}
-		if reason != "" {
-			s.countRequest(req.Method, p, plan.Name)
-			if req.Method != sip.ACK {
-				s.refuse(f, p, req, 503, reason, warning, retryAfter(1))
-			}
-			return plan.Name, false
-		}
+	switch {
+	case s.draining.Load():
+		d = dialplan.Decision{Code: 503, Reason: "draining", Warning: "node is draining"}
+	case s.txs.count() >= int64(s.cfg.Limits.MaxTransactions):
+		d = dialplan.Decision{Code: 503, Reason: "max_transactions", Warning: "too many transactions in progress"}
+	case !s.rates.allow(p.gateway.Name, s.cfg.Limits.RequestsPerSecond, time.Now()):
+		d = dialplan.Decision{Code: 503, Reason: "rate_limited", Warning: "request rate of this gateway over its limit"}
 	}
-	return plan.Name, true
+	return verdict{d, plan.Name}
 }
 
 func huntGroups(g *Gateway) []dialplan.HuntGroup {
@@ -917,7 +930,7 @@ func (s *Server) forwardToGateway(tx *transaction, pr poppedRoute) {
 			g = s.rt().byName[pr.gateway]
 		}
 	} else {
-		host, _ := nextHop(tx.req)
+		host, _ := nextHop(tx.req) // set: only handleRequest relays a request without our Route
 		g = s.rt().byAddr[strings.ToLower(host)]
 		if g == nil {
 			s.respondLocal(tx, 404, "unknown_gateway", "no gateway by that name")
@@ -1014,39 +1027,49 @@ func (s *Server) handleCancel(f flow, p *peer, req *sip.Request) {
 // sendCancel sends CANCEL for the forwarded INVITE (RFC 3261 §9.1): same
 // branch, Request-URI, Route set and CSeq number.
 func (s *Server) sendCancel(tx *transaction) {
-	c := sip.NewRequest(sip.CANCEL, tx.req.Recipient)
+	req := tx.request()
+	if req == nil {
+		s.log.Warn("CANCEL not sent: the INVITE does not parse", zap.String("call_id", tx.callID))
+		return
+	}
+	c := sip.NewRequest(sip.CANCEL, req.Recipient)
 	c.AppendHeader(viaHeader(tx.via))
-	for _, h := range tx.req.GetHeaders("Route") {
+	for _, h := range req.GetHeaders("Route") {
 		c.AppendHeader(sip.HeaderClone(h))
 	}
 	mf := sip.MaxForwardsHeader(70)
 	c.AppendHeader(&mf)
-	c.AppendHeader(sip.HeaderClone(tx.req.From()))
-	c.AppendHeader(sip.HeaderClone(tx.req.To()))
-	c.AppendHeader(sip.HeaderClone(tx.req.CallID()))
-	c.AppendHeader(&sip.CSeqHeader{SeqNo: tx.req.CSeq().SeqNo, MethodName: sip.CANCEL})
+	c.AppendHeader(sip.HeaderClone(req.From()))
+	c.AppendHeader(sip.HeaderClone(req.To()))
+	c.AppendHeader(sip.HeaderClone(req.CallID()))
+	c.AppendHeader(&sip.CSeqHeader{SeqNo: req.CSeq().SeqNo, MethodName: sip.CANCEL})
 	c.SetBody(nil)
 	_ = tx.out.send([]byte(c.String()))
 }
 
 // sendAck acknowledges a non-2xx final response hop by hop (RFC 3261 §17.1.1.3).
 func (s *Server) sendAck(tx *transaction, r *inResponse) {
+	req := tx.request()
+	if req == nil {
+		s.log.Warn("ACK not sent: the INVITE does not parse", zap.String("call_id", tx.callID))
+		return
+	}
 	res := r.model()
-	a := sip.NewRequest(sip.ACK, tx.req.Recipient)
+	a := sip.NewRequest(sip.ACK, req.Recipient)
 	a.AppendHeader(viaHeader(tx.via))
-	for _, h := range tx.req.GetHeaders("Route") {
+	for _, h := range req.GetHeaders("Route") {
 		a.AppendHeader(sip.HeaderClone(h))
 	}
 	mf := sip.MaxForwardsHeader(70)
 	a.AppendHeader(&mf)
-	a.AppendHeader(sip.HeaderClone(tx.req.From()))
+	a.AppendHeader(sip.HeaderClone(req.From()))
 	if res != nil && res.To() != nil {
 		a.AppendHeader(sip.HeaderClone(res.To()))
 	} else {
-		a.AppendHeader(sip.HeaderClone(tx.req.To())) // unreadable To: the request's, so the ACK stays well-formed
+		a.AppendHeader(sip.HeaderClone(req.To())) // unreadable To: the request's, so the ACK stays well-formed
 	}
-	a.AppendHeader(sip.HeaderClone(tx.req.CallID()))
-	a.AppendHeader(&sip.CSeqHeader{SeqNo: tx.req.CSeq().SeqNo, MethodName: sip.ACK})
+	a.AppendHeader(sip.HeaderClone(req.CallID()))
+	a.AppendHeader(&sip.CSeqHeader{SeqNo: req.CSeq().SeqNo, MethodName: sip.ACK})
 	a.SetBody(nil)
 	_ = tx.out.send([]byte(a.String()))
 }
@@ -1165,9 +1188,9 @@ func (s *Server) checkAnswer(tx *transaction, r *inResponse) dialplan.Decision {
 // is acknowledged and hung up, and the gateway, which never saw the 2xx,
 // gets the refusal as the INVITE's final response. Call with tx.mu held.
 func (s *Server) refuseAnswer(f flow, tx *transaction, r *inResponse, d dialplan.Decision) {
-	if res := r.model(); res != nil && res.To() != nil {
-		ack := s.inDialogToNextHop(tx, res, sip.ACK, tx.req.CSeq().SeqNo)
-		bye := s.inDialogToNextHop(tx, res, sip.BYE, tx.req.CSeq().SeqNo+1)
+	if res, req := r.model(), tx.request(); res != nil && res.To() != nil && req != nil {
+		ack := s.inDialogToNextHop(req, tx.out, res, sip.ACK, req.CSeq().SeqNo)
+		bye := s.inDialogToNextHop(req, tx.out, res, sip.BYE, req.CSeq().SeqNo+1)
 		_ = tx.out.send([]byte(ack.String())) // one message per send: UDP carries one per datagram
 		_ = tx.out.send([]byte(bye.String()))
 	} else {
@@ -1182,19 +1205,20 @@ func (s *Server) refuseAnswer(f flow, tx *transaction, r *inResponse, d dialplan
 }
 
 // inDialogToNextHop builds a request of umrouter's own in the dialog that
-// res (a 2xx from the next hop) established: ACK or BYE to its Contact.
-func (s *Server) inDialogToNextHop(tx *transaction, res *sip.Response, method sip.RequestMethod, seq uint32) *sip.Request {
-	target := tx.req.Recipient
+// res (a 2xx from the next hop over out, to req) established: ACK or BYE to
+// its Contact.
+func (s *Server) inDialogToNextHop(req *sip.Request, out flow, res *sip.Response, method sip.RequestMethod, seq uint32) *sip.Request {
+	target := req.Recipient
 	if ct := res.Contact(); ct != nil {
 		target = ct.Address
 	}
 	r := sip.NewRequest(method, target)
-	r.AppendHeader(viaHeader(string(s.appendVia(nil, tx.out.viaTransport(), s.newBranch(), nil))))
+	r.AppendHeader(viaHeader(string(s.appendVia(nil, out.viaTransport(), s.newBranch(), nil))))
 	mf := sip.MaxForwardsHeader(70)
 	r.AppendHeader(&mf)
-	r.AppendHeader(sip.HeaderClone(tx.req.From()))
+	r.AppendHeader(sip.HeaderClone(req.From()))
 	r.AppendHeader(sip.HeaderClone(res.To()))
-	r.AppendHeader(sip.HeaderClone(tx.req.CallID()))
+	r.AppendHeader(sip.HeaderClone(req.CallID()))
 	r.AppendHeader(&sip.CSeqHeader{SeqNo: seq, MethodName: method})
 	r.SetBody(nil)
 	return r

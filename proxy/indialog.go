@@ -10,16 +10,22 @@ import (
 	"github.com/umrouter/umrouter/dialplan"
 )
 
-// The in-dialog fast path relays the ACK and BYE of an established call,
-// two of the three requests of every call, from a scan of their bytes:
-// our own Route entries say where they go and under which dial plan, so
-// sipgo's full parse (the largest cost of a call, docs/PERFORMANCE.md) is
-// not needed. It takes only requests that handleRequest would relay
-// without a local answer; anything else (a refusal, a loop, a
-// retransmission, an odd shape) it leaves to handleRequest, which parses
+// The fast paths relay the requests of a call's common course (the new
+// call's INVITE, and the ACK and BYE of its dialog, whose Route entries of
+// ours say where they go and under which dial plan) from a scan of their
+// bytes: sipgo's full parse was the largest cost of a call
+// (docs/PERFORMANCE.md). They take only requests that handleRequest would
+// relay without a local answer; anything else (a refusal, a loop, a
+// retransmission, an odd shape) they leave to handleRequest, which parses
 // in full and decides as before. So every refusal stays in one place.
+//
+// The scan checks the syntax of what routing reads and of the addresses a
+// dialog is made of (Request-URI, Via, From, To, Contact, Route, CSeq,
+// Max-Forwards, Content-Type and -Length), so that the RFC 4475 messages
+// sipgo refuses are refused still; other headers pass through as bytes,
+// as in any proxy that does not parse what it does not use.
 
-// inRequest is what the fast path reads from an in-dialog request.
+// inRequest is what the fast paths read from a request.
 type inRequest struct {
 	method      sip.RequestMethod
 	uriUser     []byte
@@ -35,13 +41,27 @@ type inRequest struct {
 	toTagged    bool
 	routes      [][]byte // Route values, in order, one per entry
 	ownVia      bool     // some Via names umrouter's branch prefix
+	// The lines a local answer copies (RFC 3261 section 8.2.6.2).
+	vias                       []headerLine
+	from, to, callIDLine, cseq headerLine
+	timestamp                  headerLine // zero when absent
 }
 
-// scanInDialog reads raw as an in-dialog ACK or BYE of the usual shape: a
-// lower-case sip/sips Request-URI without headers, SIP/2.0, unfolded lines,
-// each of From, To, Call-ID, CSeq, Max-Forwards and Content-Length exactly
-// once, no Proxy-Require. It reports false for anything else.
-func scanInDialog(raw []byte, branchPrefix string) (inRequest, bool) {
+// policyRequest is the request as the dial plan sees it.
+func (q *inRequest) policyRequest(f flow, inDialog bool) dialplan.Request {
+	return dialplan.Request{
+		Method: string(q.method), Transport: dialplan.Transport(lower(f.viaTransport())),
+		User: string(q.uriUser), Host: string(q.uriHost), ContentType: string(q.contentType), Body: q.body,
+		InDialog: inDialog,
+	}
+}
+
+// scanRequest reads raw as an INVITE, ACK or BYE of the usual shape: a
+// lower-case sip/sips Request-URI without headers or escapes, SIP/2.0,
+// unfolded lines, each of From, To, Call-ID, CSeq, Max-Forwards and
+// Content-Length exactly once, no Proxy-Require. It reports false for
+// anything else.
+func scanRequest(raw []byte, branchPrefix string) (inRequest, bool) {
 	var q inRequest
 	line, _, ok := bytes.Cut(raw, crlf)
 	if !ok {
@@ -52,11 +72,13 @@ func scanInDialog(raw []byte, branchPrefix string) (inRequest, bool) {
 		q.method = sip.ACK
 	case bytes.HasPrefix(line, []byte("BYE ")):
 		q.method = sip.BYE
+	case bytes.HasPrefix(line, []byte("INVITE ")):
+		q.method = sip.INVITE
 	default:
 		return q, false
 	}
-	uri, ok := bytes.CutSuffix(line[4:], []byte(" SIP/2.0"))
-	if !ok || bytes.ContainsAny(uri, " ?") {
+	uri, ok := bytes.CutSuffix(line[len(q.method)+1:], []byte(" SIP/2.0"))
+	if !ok || bytes.ContainsAny(uri, " ?%") {
 		return q, false
 	}
 	if q.uriUser, q.uriHost, q.uriPort, ok = splitSIPURI(uri); !ok {
@@ -72,6 +94,10 @@ func scanInDialog(raw []byte, branchPrefix string) (inRequest, bool) {
 			if bytes.Contains(v, []byte(branchPrefix)) {
 				q.ownVia = true
 			}
+			if !wellFormedVias(v) {
+				return false
+			}
+			q.vias = append(q.vias, h)
 			if vias == 0 {
 				top := v
 				if i := firstComma(top); i >= 0 {
@@ -83,17 +109,32 @@ func scanInDialog(raw []byte, branchPrefix string) (inRequest, bool) {
 			vias++
 		case h.nameIs(raw, "From", "f"):
 			counts[0]++
+			q.from = h
+			if !wellFormedAddress(v) {
+				return false
+			}
 		case h.nameIs(raw, "To", "t"):
 			counts[1]++
+			q.to = h
+			if !wellFormedAddress(v) {
+				return false
+			}
 			q.toTagged = hasTag(v)
 		case h.nameIs(raw, "Call-ID", "i"):
 			counts[2]++
+			q.callIDLine = h
 			q.callID = bytes.TrimSpace(v)
 		case h.nameIs(raw, "CSeq", ""):
 			counts[3]++
-			if f := bytes.Fields(v); len(f) == 2 {
-				q.cseqMethod = f[1]
+			q.cseq = h
+			f := bytes.Fields(v)
+			if len(f) != 2 {
+				return false
 			}
+			if _, err := strconv.ParseUint(string(f[0]), 10, 32); err != nil {
+				return false
+			}
+			q.cseqMethod = f[1]
 		case h.nameIs(raw, "Max-Forwards", ""):
 			counts[4]++
 			n, err := strconv.Atoi(string(bytes.TrimSpace(v)))
@@ -106,16 +147,35 @@ func scanInDialog(raw []byte, branchPrefix string) (inRequest, bool) {
 			length = h
 		case h.nameIs(raw, "Content-Type", "c"):
 			q.contentType = bytes.TrimSpace(v)
+			if len(q.contentType) == 0 {
+				return false
+			}
+		case h.nameIs(raw, "Contact", "m"):
+			// Not read here, but what sipgo refuses must not pass.
+			for _, c := range bytes.Split(v, []byte(",")) {
+				if c = bytes.TrimSpace(c); !bytes.Equal(c, []byte("*")) && !wellFormedAddress(c) {
+					return false
+				}
+			}
 		case h.nameIs(raw, "Route", ""):
 			for len(v) > 0 {
-				i := firstComma(v)
-				if i < 0 {
-					q.routes = append(q.routes, bytes.TrimSpace(v))
-					break
+				entry := v
+				if i := firstComma(v); i >= 0 {
+					entry, v = v[:i], v[i+1:]
+				} else {
+					v = nil
 				}
-				q.routes = append(q.routes, bytes.TrimSpace(v[:i]))
-				v = v[i+1:]
+				entry = bytes.TrimSpace(entry)
+				if len(entry) == 0 || entry[0] != '<' || !wellFormedAddress(entry) {
+					return false
+				}
+				if _, _, _, ok := splitSIPURI(entry[1:]); !ok {
+					return false // a Route is a SIP URI (RFC 3261 section 20.34)
+				}
+				q.routes = append(q.routes, entry)
 			}
+		case h.nameIs(raw, "Timestamp", ""):
+			q.timestamp = h
 		case h.nameIs(raw, "Proxy-Require", ""):
 			return false
 		}
@@ -187,6 +247,85 @@ func viaSentByHost(v []byte) []byte {
 	return hp
 }
 
+// wellFormedAddress reports whether a From or To value has balanced
+// quotes (a backslash escapes inside them) and, with a '<', one '>' after
+// it: what sipgo refuses (400, RFC 4475 section 3.1.2.6) the scan must not
+// relay.
+func wellFormedAddress(v []byte) bool {
+	quoted, escaped, opened, closed := false, false, 0, 0
+	lt, gt := 0, 0
+	for i, c := range v {
+		switch {
+		case escaped:
+			escaped = false
+		case quoted && c == '\\':
+			escaped = true
+		case c == '"':
+			quoted = !quoted
+		case quoted:
+		case c == '<':
+			opened++
+			lt = i
+		case c == '>':
+			closed++
+			gt = i
+			if closed > opened {
+				return false
+			}
+		}
+	}
+	if quoted || opened != closed || opened > 1 {
+		return false
+	}
+	uri := bytes.TrimSpace(v)
+	if opened == 1 {
+		uri = v[lt+1 : gt]
+	} else if i := bytes.IndexByte(uri, ';'); i >= 0 {
+		uri = uri[:i]
+	}
+	scheme, rest, ok := bytes.Cut(uri, []byte(":"))
+	if !ok || len(scheme) == 0 || len(bytes.TrimSpace(rest)) == 0 || !isLetter(scheme[0]) || bytes.ContainsAny(scheme, " \t\"") {
+		return false
+	}
+	if bytes.EqualFold(scheme, []byte("sip")) || bytes.EqualFold(scheme, []byte("sips")) {
+		host := rest
+		if at := bytes.LastIndexByte(host, '@'); at >= 0 {
+			host = host[at+1:]
+		}
+		if len(host) == 0 || host[0] == ';' || host[0] == ':' {
+			return false
+		}
+	}
+	return true
+}
+
+// wellFormedVias reports whether every value of a Via line starts with a
+// "SIP/2.0/transport host" sent-by, as sipgo requires.
+func wellFormedVias(v []byte) bool {
+	if len(bytes.TrimSpace(v)) == 0 {
+		return false
+	}
+	for len(v) > 0 {
+		one := v
+		i := firstComma(v)
+		if i >= 0 {
+			one, v = v[:i], v[i+1:]
+			if len(bytes.TrimSpace(v)) == 0 {
+				return false // a trailing comma
+			}
+		} else {
+			v = nil
+		}
+		one = bytes.TrimSpace(one)
+		if len(one) < 9 || !bytes.EqualFold(one[:8], []byte("SIP/2.0/")) || viaSentByHost(one) == nil {
+			return false
+		}
+	}
+	return true
+}
+
+func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
+
 // hasTag reports whether a To or From value carries a tag parameter.
 func hasTag(v []byte) bool {
 	if i := bytes.LastIndexByte(v, '>'); i >= 0 {
@@ -236,8 +375,8 @@ func (s *Server) relayInDialog(f flow, p *peer, raw []byte) bool {
 	if p.refusal != "" || len(raw) < 4 || (raw[0] != 'A' && raw[0] != 'B') {
 		return false
 	}
-	q, ok := scanInDialog(raw, s.branchPrefix)
-	if !ok || q.ownVia || !q.toTagged || q.maxForwards < 1 || string(q.cseqMethod) != string(q.method) {
+	q, ok := scanRequest(raw, s.branchPrefix)
+	if !ok || q.method == sip.INVITE || q.ownVia || !q.toTagged || q.maxForwards < 1 || string(q.cseqMethod) != string(q.method) {
 		return false
 	}
 	var pr poppedRoute
@@ -271,18 +410,11 @@ func (s *Server) relayInDialog(f flow, p *peer, raw []byte) bool {
 
 	plan := pr.plan
 	if p.side == sideGateway {
-		pl, found := s.rt().plans.Lookup(pr.plan)
-		if !found {
+		v := s.callPolicy(p, q.policyRequest(f, true), pr.plan)
+		if !v.Allow {
 			return false
 		}
-		d := pl.Check(dialplan.Request{
-			Method: string(q.method), Transport: dialplan.Transport(lower(f.viaTransport())),
-			User: string(q.uriUser), Host: string(q.uriHost), ContentType: string(q.contentType), Body: q.body,
-			InDialog: true,
-		})
-		if !d.Allow {
-			return false
-		}
+		plan = v.plan
 	}
 
 	if q.method == sip.ACK {
