@@ -72,7 +72,9 @@ lib_init() {
   done
   [[ -n $BASE ]] || die "no free port block on loopback"
   P_UMR=$((BASE + 61)) P_BACKEND=$((BASE + 70)) P_ADMIN=$((BASE + 90))
-  log "building umrouter and umload from the working tree $ROOT"
+  # What is built: the reports name it (the tree may move on during a long run).
+  BUILD_REV="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ' with uncommitted changes')"
+  log "building umrouter and umload from the working tree $ROOT ($BUILD_REV)"
   (cd "$ROOT" && go build -o "$WORK/bin/umrouter" ./cmd/umrouter && go build -o "$WORK/bin/umload" ./cmd/umload) ||
     die "go build failed"
   UMLOAD=$WORK/bin/umload

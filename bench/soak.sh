@@ -23,9 +23,11 @@
 #            a new one started on the same port; "gap ms" is how long no
 #            backend was listening. Calls whose INVITE or BYE falls in the
 #            gap are retransmitted by umrouter (UDP timer A/E) and usually
-#            still complete; those that fail (a 503 from umrouter, a 408 or
-#            a umload timeout) are counted apart as "failed during backend
-#            restart", since the gap is the fault the soak injects
+#            still complete. Those that fail are counted apart as "failed
+#            during backend restart", since the gap is the fault the soak
+#            injects: typically a BYE answered 481 by the new backend, which
+#            never saw the call its predecessor answered (umload's reason
+#            bye_481); a 503 from umrouter or a timeout would count there too
 # After each interval one line: elapsed seconds, calls completed, failures
 # (steady; during the restart window), RSS and PSS of the umrouter process
 # (/proc/PID/smaps_rollup), goroutines and heap in use from its /metrics
@@ -192,7 +194,7 @@ G1=$(jq .goroutines "$WORK/results/interval.1.json") GN=$(jq .goroutines "$WORK/
 {
   echo "## bench/soak.sh results"
   echo
-  echo "- $(date -u '+%Y-%m-%d %H:%M UTC'); umrouter from the working tree at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
+  echo "- $(date -u '+%Y-%m-%d %H:%M UTC'); umrouter built from the working tree at $BUILD_REV"
   echo "- $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(uname -sr), $(go version | cut -d' ' -f3); backend: umload uas (UDP)"
   echo "- $n interval(s) of ${INTERVAL}s; ${#GATEWAYS[@]} gateways × $RATE calls/s over 2 connections each; a certificate swap (Secret ..data) and a backend restart per interval$( ((QUICK)) && echo '; **--quick: indicative only**')"
   echo
