@@ -381,8 +381,7 @@ func (s *Server) handleRequest(f flow, p *peer, req *sip.Request, raw []byte) {
 	tx.raw = append([]byte(nil), raw...)
 	tx.popped = popped.count
 	if req.Method == sip.INVITE {
-		trying := sip.NewResponseFromRequest(req, 100, "Trying", nil)
-		_ = f.send([]byte(trying.String()))
+		tx.tryingDue = tx.started.Add(tryingDelay)
 	}
 	if toward == sideBackend {
 		if inDialog || popped.found || req.Route() != nil {
@@ -997,9 +996,39 @@ func (s *Server) absorbAck(tx *transaction) {
 func (s *Server) retransmission(tx *transaction) {
 	tx.mu.Lock()
 	defer tx.mu.Unlock()
+	if tx.lastResponse == nil && !tx.tryingDue.IsZero() {
+		s.sendTrying(tx) // the sender is impatient: no reason to wait longer
+		return
+	}
 	if tx.lastResponse != nil {
 		_ = tx.in.send(tx.lastResponse)
 	}
+}
+
+// tryingDelay is how long an INVITE waits for the next hop's first
+// provisional response before umrouter answers 100 Trying itself (RFC 3261
+// section 17.2.1: within 200 ms). Most backends ring sooner, and their 180
+// makes umrouter's 100 needless: one message less per call on the
+// gateway's connection. The sweeper's tick makes it 200-300 ms.
+const tryingDelay = 200 * time.Millisecond
+
+// sendTrying answers tx's INVITE with 100 Trying unless a response went
+// upstream already. Call with tx.mu held.
+func (s *Server) sendTrying(tx *transaction) {
+	tx.tryingDue = time.Time{}
+	if tx.in == nil || tx.lastResponse != nil || (tx.state != txCalling && tx.state != txProceeding) {
+		return
+	}
+	var b []byte
+	if q, ok := scanRequest(tx.raw, s.branchPrefix); ok {
+		b = trying(&q, tx.raw, tx.in.remoteAddr())
+	} else if req := tx.request(); req != nil {
+		b = []byte(sip.NewResponseFromRequest(req, 100, "Trying", nil).String())
+	} else {
+		return
+	}
+	tx.lastResponse = b
+	_ = tx.in.send(b)
 }
 
 // handleCancel answers a CANCEL at once and cancels the forwarded INVITE
@@ -1247,6 +1276,7 @@ func (s *Server) relay(tx *transaction, b []byte, code int) {
 		return // our own request (nobody upstream), or nothing relayable
 	}
 	tx.lastResponse = b
+	tx.tryingDue = time.Time{}
 	if tx.inSide == sideGateway {
 		s.m.Responses.WithLabelValues(methodLabel(tx.method), codeClass(code), gatewayName(tx.gateway), tx.plan).Inc()
 	}
@@ -1346,6 +1376,9 @@ func (s *Server) expireTx(tx *transaction, now time.Time) {
 	defer tx.mu.Unlock()
 	if tx.state == txTerminated {
 		return
+	}
+	if !tx.tryingDue.IsZero() && !now.Before(tx.tryingDue) {
+		s.sendTrying(tx)
 	}
 	if !tx.retransAt.IsZero() && !now.Before(tx.retransAt) && tx.state != txCompleted {
 		_ = tx.out.send(tx.bytes)

@@ -61,7 +61,7 @@ func (s *Server) relayNewCall(f flow, p *peer, raw []byte) bool {
 		raw:       append([]byte(nil), raw...),
 	}
 	tx.parse = func() (sip.Message, error) { return s.parser.ParseSIP(tx.raw) }
-	_ = f.send(trying(&q, raw, f.remoteAddr()))
+	tx.tryingDue = tx.started.Add(tryingDelay)
 	s.forwardToPool(tx)
 	return true
 }

@@ -538,7 +538,21 @@ func (s *Server) udpLoop() {
 	}
 }
 
-func lower(s string) string { return strings.ToLower(s) }
+// lower lower-cases a token; the transport names, on every message's
+// metrics and policy path, without allocating.
+func lower(s string) string {
+	switch s {
+	case "TLS":
+		return "tls"
+	case "TCP":
+		return "tcp"
+	case "UDP":
+		return "udp"
+	case "DTLS":
+		return "dtls"
+	}
+	return strings.ToLower(s)
+}
 
 func connFields(c *streamConn) []zap.Field {
 	p := c.identity()

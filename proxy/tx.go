@@ -80,10 +80,13 @@ type transaction struct {
 	gotProvisional bool // a 101-199 came back: failover is no longer allowed
 	cancelled      bool // CANCEL received from the sender
 	lastResponse   []byte
-	started        time.Time
-	deadline       time.Time // when the current state times out
-	retransAt      time.Time // next UDP retransmission (zero: none)
-	retransEvery   time.Duration
+	// tryingDue is when umrouter answers the INVITE with 100 Trying if no
+	// response went upstream by then (zero: not, or done).
+	tryingDue    time.Time
+	started      time.Time
+	deadline     time.Time // when the current state times out
+	retransAt    time.Time // next UDP retransmission (zero: none)
+	retransEvery time.Duration
 }
 
 // request returns the request as sipgo models it, parsing it on first use
