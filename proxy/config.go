@@ -90,6 +90,12 @@ type Limits struct {
 	MaxConnections int `yaml:"max_connections"`
 	// MaxConnectionsPerPeer bounds them per source IP address.
 	MaxConnectionsPerPeer int `yaml:"max_connections_per_peer"`
+	// NewConnectionsPerSecond bounds how fast one source IP address may
+	// open connections (bursts of twice that); beyond it new connections
+	// are closed at accept, before any handshake work. Gateways keep their
+	// connections: a peer that opens hundreds a second is flooding, and
+	// each TLS handshake costs ~1 ms of CPU.
+	NewConnectionsPerSecond int `yaml:"new_connections_per_second"`
 	// MaxMessageBytes bounds one SIP message (413, then the connection closes).
 	MaxMessageBytes int `yaml:"max_message_bytes"`
 	// MaxHandshakes bounds TLS/DTLS handshakes in progress; beyond it new
@@ -177,6 +183,9 @@ func (c *Config) SetDefaults() {
 	}
 	if l.MaxConnectionsPerPeer == 0 {
 		l.MaxConnectionsPerPeer = 1000
+	}
+	if l.NewConnectionsPerSecond == 0 {
+		l.NewConnectionsPerSecond = 200
 	}
 	if l.MaxHandshakes == 0 {
 		l.MaxHandshakes = 256
@@ -360,6 +369,9 @@ func (c *Config) Validate(plans dialplan.Plans) configerr.List {
 	}
 	if l.MaxConnectionsPerPeer < 1 {
 		errs.Add("limits.max_connections_per_peer", "must be at least 1")
+	}
+	if l.NewConnectionsPerSecond < 1 {
+		errs.Add("limits.new_connections_per_second", "must be at least 1")
 	}
 	if l.MaxHandshakes < 1 {
 		errs.Add("limits.max_handshakes", "must be at least 1")

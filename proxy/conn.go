@@ -85,7 +85,19 @@ type streamConn struct {
 	// closeAfterWrite is set by handlers that refuse the peer: the read loop
 	// closes the connection once the current message is answered.
 	closeAfterWrite atomic.Bool
+	// pause, set by a handler on the read goroutine, is how long the read
+	// loop waits before reading the next message (see ratePause).
+	pause time.Duration
 }
+
+// ratePause is how long a connection is not read after one of its
+// requests was refused for its gateway's request rate. The 503 asks the
+// gateway to wait a second; a gateway that floods anyway would otherwise
+// make umrouter parse and refuse every message it sends, as fast as it
+// sends them, and take the CPU its neighbours' calls need (issue 8,
+// fairness). Not reading pushes the flood back into the sender's TCP
+// window instead; its in-dialog requests wait too, a quarter of a second.
+const ratePause = 250 * time.Millisecond
 
 // writeTimeout bounds a write to a peer that stopped reading, so one stuck
 // peer cannot hold a handler forever.
@@ -195,6 +207,16 @@ func (s *Server) readLoop(c *streamConn) {
 		s.handleFrame(c, frame)
 		if c.closeAfterWrite.Load() {
 			return
+		}
+		if d := c.pause; d > 0 {
+			c.pause = 0
+			t := time.NewTimer(d)
+			select {
+			case <-t.C:
+			case <-s.ctx.Done():
+				t.Stop()
+				return
+			}
 		}
 	}
 }

@@ -489,6 +489,9 @@ func (s *Server) gatewayPolicy(f flow, p *peer, req *sip.Request, initial bool, 
 		return v.plan, true
 	}
 	s.countRequest(req.Method, p, v.plan)
+	if c, ok := f.(*streamConn); ok && v.Reason == "rate_limited" {
+		c.pause = ratePause // this runs on c's read goroutine
+	}
 	if req.Method != sip.ACK {
 		var extra []sip.Header
 		if v.Code == 503 {

@@ -13,6 +13,8 @@ type admission struct {
 	total      int
 	perIP      map[netip.Addr]int
 	handshakes int
+	// newConns is each source address's rate of new connections.
+	newConns rateLimiter
 }
 
 // admit decides at Accept whether a new connection from ip may proceed, and
@@ -29,6 +31,8 @@ func (s *Server) admit(ip netip.Addr, tp string) string {
 		return "max_connections_per_peer"
 	case tp != "TCP" && a.handshakes >= l.MaxHandshakes:
 		return "max_handshakes"
+	case !a.newConns.allow(ip.String(), l.NewConnectionsPerSecond, time.Now()):
+		return "connection_rate"
 	}
 	a.total++
 	a.perIP[ip]++
@@ -57,8 +61,24 @@ func (s *Server) releaseHandshake() {
 	a.handshakes--
 }
 
-// rateLimiter is a token bucket per gateway: RequestsPerSecond tokens a
-// second, bursts up to twice that.
+// maxBuckets bounds a rateLimiter's table before it drops the buckets that
+// refilled (keyed by source address, a flood from many addresses would
+// otherwise grow it without end).
+const maxBuckets = 4096
+
+// prune drops the buckets that are full again, which a new one would
+// equal: at any rate, a bucket refills from empty to its burst (twice the
+// rate) in two seconds.
+func (r *rateLimiter) prune(now time.Time) {
+	for k, b := range r.buckets {
+		if now.Sub(b.last) >= 2*time.Second {
+			delete(r.buckets, k)
+		}
+	}
+}
+
+// rateLimiter is a token bucket per key (a gateway's name, a source
+// address): perSecond tokens a second, bursts up to twice that.
 type rateLimiter struct {
 	mu      sync.Mutex
 	buckets map[string]*bucket
@@ -82,6 +102,9 @@ func (r *rateLimiter) allow(g string, perSecond int, now time.Time) bool {
 	b := r.buckets[g]
 	burst := float64(2 * perSecond)
 	if b == nil {
+		if len(r.buckets) >= maxBuckets {
+			r.prune(now)
+		}
 		b = &bucket{tokens: burst, last: now}
 		r.buckets[g] = b
 	}

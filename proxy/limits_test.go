@@ -134,6 +134,51 @@ func TestGatewayOverItsRequestRateGets503WithRetryAfter(t *testing.T) {
 	})
 }
 
+// TestConnectionOverTheRateIsNotReadForAWhile: after a 503 for its
+// gateway's rate, umrouter stops reading that connection for ratePause, so
+// a flood costs it one refusal per pause instead of one per message, while
+// another connection is served meanwhile.
+func TestConnectionOverTheRateIsNotReadForAWhile(t *testing.T) {
+	uas := sipptest.StartUAS(t, sipptest.UASOptions{Scenario: "uas.xml"})
+	pki := newTestPKI(t)
+	cfg, plans := baseConfig(uas.Addr())
+	cfg.Limits.RequestsPerSecond = 1 // a burst of 2
+	p := startProxy(t, pki, cfg, plans)
+	flooder, other := p.gateway(t), p.gateway(t)
+	var burst string
+	for i := 0; i < 3; i++ {
+		inv, _ := flooder.invite("12345")
+		burst += inv
+	}
+	flooder.send(burst) // three new calls in one write: the third is over the rate
+	var refusedAt time.Time
+	for refusedAt.IsZero() {
+		r := flooder.response(5 * time.Second)
+		if r.StatusCode == 503 && strings.Contains(fmt.Sprint(r.GetHeader("Warning")), "rate") {
+			refusedAt = time.Now()
+		}
+	}
+	// Another connection of the same gateway is read at once.
+	other.send(optionsTo(other, ""))
+	if r := other.response(5 * time.Second); r.StatusCode != 200 {
+		t.Fatalf("OPTIONS on another connection: %s", r.StartLine())
+	}
+	flooder.send(optionsTo(flooder, ""))
+	for {
+		r := flooder.response(5 * time.Second)
+		if string(r.CSeq().MethodName) != "OPTIONS" {
+			continue // the admitted calls' answers
+		}
+		if r.StatusCode != 200 {
+			t.Fatalf("OPTIONS after the pause: %s", r.StartLine())
+		}
+		break
+	}
+	if waited := time.Since(refusedAt); waited < ratePause {
+		t.Fatalf("the refused connection was read again after %s, before its %s pause", waited, ratePause)
+	}
+}
+
 func TestHandshakeFloodFromOneHostDoesNotStopAnotherGateway(t *testing.T) {
 	uas := sipptest.StartUAS(t, sipptest.UASOptions{Scenario: "uas.xml"})
 	pki := newTestPKI(t)
@@ -170,5 +215,26 @@ func TestPerPeerConnectionLimit(t *testing.T) {
 	_, err := dialGateway(t, p.tlsAddr, pki, &pki.gw.TLS, func(c *tls.Config) {})
 	if err == nil {
 		t.Fatal(fmt.Sprint("a third connection from the same host was accepted"))
+	}
+}
+
+// TestConnectionRateFromOneHostIsCappedAtAccept: a host that opens
+// connections faster than new_connections_per_second gets the excess closed
+// at accept (no handshake work spent), counted as connection_rate, while a
+// gateway from another address connects and calls.
+func TestConnectionRateFromOneHostIsCappedAtAccept(t *testing.T) {
+	uas := sipptest.StartUAS(t, sipptest.UASOptions{Scenario: "uas.xml"})
+	pki := newTestPKI(t)
+	cfg, plans := baseConfig(uas.Addr())
+	cfg.Limits.NewConnectionsPerSecond = 2 // bursts of 4
+	p := startProxy(t, pki, cfg, plans)
+	for i := 0; i < 12; i++ {
+		dialFrom(t, "127.0.0.3", p.tlsAddr)
+	}
+	waitFor(t, "connections over the rate closed at accept", func() bool {
+		return testutil.ToFloat64(p.m.Handshakes.WithLabelValues("refused", "connection_rate")) >= 6
+	})
+	if err := placeCall(p.gateway(t)); err != nil {
+		t.Fatalf("gateway call beside the connection flood: %v", err)
 	}
 }
