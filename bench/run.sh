@@ -39,7 +39,8 @@
 # use during a load before its figures count as noisy), QUIET_WAIT (30 s, 0
 # with --quick: how long to wait for a quiet machine before each load),
 # KAM_CHILDREN / KAM_TCP_CHILDREN (4 / 4 Kamailio UDP / TLS workers),
-# KAM_MEM (tlsf: Kamailio's memory manager, -x/-X), KAM_MODULES.
+# KAM_MEM (tlsf: Kamailio's memory manager, -x/-X), KAM_MODULES,
+# UMROUTER_ENV (extra environment of umrouter only, e.g. "GOGC=200").
 #
 # Needs: go, openssl, jq, ss; kamailio and kamailio-tls-modules (Debian);
 # sipp (Debian sip-tester) for the default backend; gcc for Kamailio 5.6's
@@ -306,7 +307,8 @@ target_start() { # target_start TARGET LABEL [pprof]
     umrouter)
       [[ ${3:-} == pprof ]] && bin=$WORK/bin/umrouter-pprof
       rm -rf "$WORK/state"
-      UMROUTER_BENCH_PPROF=127.0.0.1:$P_PPROF start_bg "$label" timeout "$MAX_SECONDS" "$bin" run --config "$WORK/umrouter.yaml"
+      # shellcheck disable=SC2086 # UMROUTER_ENV is a list of NAME=value words
+      UMROUTER_BENCH_PPROF=127.0.0.1:$P_PPROF start_bg "$label" env ${UMROUTER_ENV:-} timeout "$MAX_SECONDS" "$bin" run --config "$WORK/umrouter.yaml"
       T_ADDR=127.0.0.1:$P_UMR ;;
     kamailio)
       rm -f "$WORK/kamailio/run/kamailio.pid"

@@ -266,8 +266,33 @@ func (s *Server) acceptLoop(l net.Listener, tp string) {
 // and reads the connection until it ends.
 func (s *Server) serveConn(nc net.Conn, tp string) {
 	defer s.wg.Done()
+	c := s.openConn(nc, tp)
+	if c == nil {
+		s.release(addrPortOf(nc.RemoteAddr()).Addr())
+		return
+	}
+	// The connection is read on a goroutine of its own, not this one: the
+	// handshake (crypto, certificate parsing and checks) grew this
+	// goroutine's stack to tens of KiB, which an idle connection would keep
+	// until a garbage collection shrinks it; a new goroutine starts small.
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer s.release(c.remote.Addr())
+		s.addConn(c)
+		if tp == "DTLS" {
+			s.readDatagrams(c)
+			return
+		}
+		s.readLoop(c)
+	}()
+}
+
+// openConn finishes the handshake (TLS, DTLS) with a timeout and identifies
+// the peer; nil, with nc closed and the refusal counted, when the
+// handshake fails.
+func (s *Server) openConn(nc net.Conn, tp string) *streamConn {
 	c := &streamConn{id: s.connSeq.Add(1), conn: nc, tp: tp, remote: addrPortOf(nc.RemoteAddr())}
-	defer s.release(c.remote.Addr())
 	handshaking := tp != "TCP"
 	handshakeDone := func() { // releases the handshake slot admit took, once
 		if handshaking {
@@ -284,7 +309,7 @@ func (s *Server) serveConn(nc net.Conn, tp string) {
 			s.m.Handshakes.WithLabelValues("refused", reason).Inc()
 			s.log.Info("DTLS handshake refused", zap.String("remote", c.remote.String()), zap.String("reason", reason), zap.Error(err))
 			_ = nc.Close()
-			return
+			return nil
 		}
 		c.peerGen = s.rt().gen
 		p := s.identify(c)
@@ -309,7 +334,7 @@ func (s *Server) serveConn(nc net.Conn, tp string) {
 			s.m.Handshakes.WithLabelValues("refused", reason).Inc()
 			s.log.Info("TLS handshake refused", zap.String("remote", c.remote.String()), zap.String("reason", reason), zap.Error(err))
 			_ = nc.Close()
-			return
+			return nil
 		}
 		c.conn = tc
 		c.peerGen = s.rt().gen
@@ -330,12 +355,7 @@ func (s *Server) serveConn(nc net.Conn, tp string) {
 	} else {
 		s.log.Info("peer connected", connFields(c)...)
 	}
-	s.addConn(c)
-	if tp == "DTLS" {
-		s.readDatagrams(c)
-		return
-	}
-	s.readLoop(c)
+	return c
 }
 
 // identify decides who is at the other end of an accepted connection.
