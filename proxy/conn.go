@@ -168,12 +168,18 @@ func addrPortOf(a net.Addr) netip.AddrPort {
 	return ap
 }
 
+// readBufferSize is each stream connection's read buffer: a typical INVITE
+// with its SDP fits, longer messages are read in several pieces (the
+// framing accumulates them), and an idle connection holds only this much
+// of umrouter's own beside the TLS stack's buffers.
+const readBufferSize = 2048
+
 // readLoop reads messages until the connection ends and hands each to
 // handle, in order, on this goroutine.
 func (s *Server) readLoop(c *streamConn) {
 	defer s.dropConn(c)
 	fr := frameReader{
-		r:        bufio.NewReaderSize(c.conn, 4096),
+		r:        bufio.NewReaderSize(c.conn, readBufferSize),
 		maxBytes: s.cfg.Limits.MaxMessageBytes,
 		pong:     func() { _ = c.send([]byte("\r\n")) },
 		// A message under way must arrive whole within message_timeout: a
