@@ -34,6 +34,12 @@
 #   --rps N             limits.requests_per_second of every gateway (default 500)
 #   --flood-conns N     gwb's call connections (default 50)
 #   --flood-hs N        gwb's concurrent handshakes (default 8; 0: no handshake flood)
+#   --flood-hs-src A    source address(es) of the handshake flood, as umload's
+#                       -src (default 127.0.0.10: one gateway is one host, and
+#                       umrouter caps new connections per source address at
+#                       accept; 127.0.0.10-127.0.0.40 makes it a flood from 31
+#                       hosts presenting gwb's certificate, which that cap
+#                       does not stop: see docs/SECURITY.md)
 #   --flood-nice N      niceness of gwb's load generators and of their sessions'
 #                       scheduler autogroups (default 0; 19: the flood takes
 #                       CPU from umrouter only as far as umrouter leaves it,
@@ -49,7 +55,7 @@
 set -eu
 
 NAME=fairness
-QUICK=0 REPS="" RATE_A=200 RPS=500 FLOOD_CONNS=50 FLOOD_HS=8 FLOOD_NICE=0
+QUICK=0 REPS="" RATE_A=200 RPS=500 FLOOD_CONNS=50 FLOOD_HS=8 FLOOD_NICE=0 FLOOD_HS_SRC=127.0.0.10
 while (($#)); do
   case $1 in
     --quick) QUICK=1 ;;
@@ -58,6 +64,7 @@ while (($#)); do
     --rps) RPS=${2:?}; shift ;;
     --flood-conns) FLOOD_CONNS=${2:?}; shift ;;
     --flood-hs) FLOOD_HS=${2:?}; shift ;;
+    --flood-hs-src) FLOOD_HS_SRC=${2:?}; shift ;;
     --flood-nice) FLOOD_NICE=${2:?}; shift ;;
     --out) OUT=${2:?}; shift ;;
     --keep) KEEP=1 ;;
@@ -109,7 +116,7 @@ flood_start() {
   if ((FLOOD_HS > 0)); then
     # shellcheck disable=SC2046
     BG_NICE=$FLOOD_NICE start_bg "$1.flood-hs" "$UMLOAD" handshake -target "127.0.0.1:$P_UMR" $(client_args gwb) \
-      -c "$FLOOD_HS" -n 1000000 -d "${FLOOD_DUR}s" -src 127.0.0.10-127.0.0.40
+      -c "$FLOOD_HS" -n 1000000 -d "${FLOOD_DUR}s" -src "$FLOOD_HS_SRC"
     FLOOD_GROUPS+=("$BG_PID")
   fi
 }
@@ -186,7 +193,7 @@ fi
   echo
   echo "- $(date -u '+%Y-%m-%d %H:%M UTC'); umrouter built from the working tree at $BUILD_REV"
   echo "- $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(uname -sr), $(go version | cut -d' ' -f3); backend: umload uas"
-  echo "- gwa: $RATE_A calls/s over $CONNS_A connections for ${DUR}s; gwb: unpaced calls over $FLOOD_CONNS connections × $FLOOD_INFLIGHT in flight$( ((FLOOD_HS)) && echo ", and $FLOOD_HS concurrent new mutual-TLS handshakes + OPTIONS") for ${FLOOD_DUR}s$( ((FLOOD_NICE)) && echo " at niceness $FLOOD_NICE"); limits.requests_per_second $RPS per gateway; $REPS repetition(s)$( ((QUICK)) && echo '; **--quick: indicative only**')"
+  echo "- gwa: $RATE_A calls/s over $CONNS_A connections for ${DUR}s; gwb: unpaced calls over $FLOOD_CONNS connections × $FLOOD_INFLIGHT in flight$( ((FLOOD_HS)) && echo ", and $FLOOD_HS concurrent new mutual-TLS handshakes + OPTIONS from $FLOOD_HS_SRC") for ${FLOOD_DUR}s$( ((FLOOD_NICE)) && echo " at niceness $FLOOD_NICE"); limits.requests_per_second $RPS per gateway; $REPS repetition(s)$( ((QUICK)) && echo '; **--quick: indicative only**')"
   echo
   echo "| figure | value |"
   echo "|---|---|"

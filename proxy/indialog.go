@@ -90,7 +90,7 @@ func scanRequest(raw []byte, branchPrefix string) (inRequest, bool) {
 	body, ok := scanHeaders(raw, func(h headerLine) bool {
 		v := raw[h.valueStart : h.end-2]
 		switch {
-		case h.nameIs(raw, "Via", "v"):
+		case h.kind == hVia:
 			if bytes.Contains(v, []byte(branchPrefix)) {
 				q.ownVia = true
 			}
@@ -107,24 +107,24 @@ func scanRequest(raw []byte, branchPrefix string) (inRequest, bool) {
 				q.viaHost = viaSentByHost(top)
 			}
 			vias++
-		case h.nameIs(raw, "From", "f"):
+		case h.kind == hFrom:
 			counts[0]++
 			q.from = h
 			if !wellFormedAddress(v) {
 				return false
 			}
-		case h.nameIs(raw, "To", "t"):
+		case h.kind == hTo:
 			counts[1]++
 			q.to = h
 			if !wellFormedAddress(v) {
 				return false
 			}
 			q.toTagged = hasTag(v)
-		case h.nameIs(raw, "Call-ID", "i"):
+		case h.kind == hCallID:
 			counts[2]++
 			q.callIDLine = h
 			q.callID = bytes.TrimSpace(v)
-		case h.nameIs(raw, "CSeq", ""):
+		case h.kind == hCSeq:
 			counts[3]++
 			q.cseq = h
 			f := bytes.Fields(v)
@@ -135,29 +135,29 @@ func scanRequest(raw []byte, branchPrefix string) (inRequest, bool) {
 				return false
 			}
 			q.cseqMethod = f[1]
-		case h.nameIs(raw, "Max-Forwards", ""):
+		case h.kind == hMaxForwards:
 			counts[4]++
 			n, err := strconv.Atoi(string(bytes.TrimSpace(v)))
 			if err != nil {
 				return false
 			}
 			q.maxForwards = n
-		case h.nameIs(raw, "Content-Length", "l"):
+		case h.kind == hContentLength:
 			counts[5]++
 			length = h
-		case h.nameIs(raw, "Content-Type", "c"):
+		case h.kind == hContentType:
 			q.contentType = bytes.TrimSpace(v)
 			if len(q.contentType) == 0 {
 				return false
 			}
-		case h.nameIs(raw, "Contact", "m"):
+		case h.kind == hContact:
 			// Not read here, but what sipgo refuses must not pass.
 			for _, c := range bytes.Split(v, []byte(",")) {
 				if c = bytes.TrimSpace(c); !bytes.Equal(c, []byte("*")) && !wellFormedAddress(c) {
 					return false
 				}
 			}
-		case h.nameIs(raw, "Route", ""):
+		case h.kind == hRoute:
 			for len(v) > 0 {
 				entry := v
 				if i := firstComma(v); i >= 0 {
@@ -174,9 +174,9 @@ func scanRequest(raw []byte, branchPrefix string) (inRequest, bool) {
 				}
 				q.routes = append(q.routes, entry)
 			}
-		case h.nameIs(raw, "Timestamp", ""):
+		case h.kind == hTimestamp:
 			q.timestamp = h
-		case h.nameIs(raw, "Proxy-Require", ""):
+		case h.kind == hProxyRequire:
 			return false
 		}
 		return true

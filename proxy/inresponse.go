@@ -65,20 +65,20 @@ func scanResponse(raw []byte) (inResponse, bool) {
 	vias, cseqs, lengths := 0, 0, 0
 	body, ok := scanHeaders(raw, func(h headerLine) bool {
 		switch {
-		case h.nameIs(raw, "Via", "v"):
+		case h.kind == hVia:
 			if vias == 0 {
 				via = h
 			}
 			vias++
-		case h.nameIs(raw, "CSeq", ""):
+		case h.kind == hCSeq:
 			cseq = h
 			cseqs++
-		case h.nameIs(raw, "Content-Length", "l"):
+		case h.kind == hContentLength:
 			length = h
 			lengths++
-		case h.nameIs(raw, "Content-Type", "c"):
+		case h.kind == hContentType:
 			r.contentType = bytes.TrimSpace(raw[h.valueStart : h.end-2])
-		case h.nameIs(raw, "Retry-After", ""):
+		case h.kind == hRetryAfter:
 			r.retryAfter = raw[h.valueStart : h.end-2]
 		}
 		return true

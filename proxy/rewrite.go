@@ -14,8 +14,105 @@ import (
 
 // headerLine is one header line of a message: raw[start:end] includes its
 // CRLF; the name is raw[start:nameEnd] and the value starts at valueStart.
+// kind says which of the headers umrouter reads it is, decided once.
 type headerLine struct {
 	start, nameEnd, valueStart, end int
+	kind                            headerKind
+}
+
+// headerKind names the headers the byte-reading paths look at.
+type headerKind uint8
+
+const (
+	hOther headerKind = iota
+	hVia
+	hFrom
+	hTo
+	hCallID
+	hCSeq
+	hContact
+	hContentLength
+	hContentType
+	hMaxForwards
+	hRoute
+	hProxyRequire
+	hRetryAfter
+	hTimestamp
+)
+
+// classify returns the kind of a header name, long or compact form, in any
+// case. It looks at the length first: most names are then compared once.
+func classify(n []byte) headerKind {
+	is := func(s string) bool { return bytes.EqualFold(n, []byte(s)) }
+	switch len(n) {
+	case 1:
+		switch n[0] | 0x20 {
+		case 'v':
+			return hVia
+		case 'f':
+			return hFrom
+		case 't':
+			return hTo
+		case 'i':
+			return hCallID
+		case 'm':
+			return hContact
+		case 'l':
+			return hContentLength
+		case 'c':
+			return hContentType
+		}
+	case 2:
+		if is("To") {
+			return hTo
+		}
+	case 3:
+		if is("Via") {
+			return hVia
+		}
+	case 4:
+		if is("From") {
+			return hFrom
+		}
+		if is("CSeq") {
+			return hCSeq
+		}
+	case 5:
+		if is("Route") {
+			return hRoute
+		}
+	case 7:
+		if is("Call-ID") {
+			return hCallID
+		}
+		if is("Contact") {
+			return hContact
+		}
+	case 9:
+		if is("Timestamp") {
+			return hTimestamp
+		}
+	case 11:
+		if is("Retry-After") {
+			return hRetryAfter
+		}
+	case 12:
+		if is("Max-Forwards") {
+			return hMaxForwards
+		}
+		if is("Content-Type") {
+			return hContentType
+		}
+	case 13:
+		if is("Proxy-Require") {
+			return hProxyRequire
+		}
+	case 14:
+		if is("Content-Length") {
+			return hContentLength
+		}
+	}
+	return hOther
 }
 
 // scanHeaders calls fn for each header line of raw, after the start line, up
@@ -28,10 +125,12 @@ func scanHeaders(raw []byte, fn func(h headerLine) bool) (int, bool) {
 	}
 	pos := i + 2
 	for pos < len(raw) {
-		j := bytes.Index(raw[pos:], crlf)
-		if j < 0 {
+		// IndexByte is vectorised; the line ends in CRLF or is refused.
+		nl := bytes.IndexByte(raw[pos:], '\n')
+		if nl < 1 || raw[pos+nl-1] != '\r' {
 			return 0, false
 		}
+		j := nl - 1 // the CR
 		if j == 0 {
 			return pos + 2, true // the empty line
 		}
@@ -51,7 +150,7 @@ func scanHeaders(raw []byte, fn func(h headerLine) bool) (int, bool) {
 		for vs < pos+j && (raw[vs] == ' ' || raw[vs] == '\t') {
 			vs++
 		}
-		if !fn(headerLine{start: pos, nameEnd: nameEnd, valueStart: vs, end: pos + j + 2}) {
+		if !fn(headerLine{start: pos, nameEnd: nameEnd, valueStart: vs, end: pos + j + 2, kind: classify(raw[pos:nameEnd])}) {
 			return 0, false
 		}
 		pos += j + 2
@@ -61,16 +160,12 @@ func scanHeaders(raw []byte, fn func(h headerLine) bool) (int, bool) {
 
 var crlf = []byte("\r\n")
 
-// nameIs reports whether the header name raw[h.start:h.nameEnd] is long or
-// its compact form (case-insensitive).
-func (h headerLine) nameIs(raw []byte, long, compact string) bool {
-	name := raw[h.start:h.nameEnd]
-	return bytes.EqualFold(name, []byte(long)) || (compact != "" && bytes.EqualFold(name, []byte(compact)))
-}
-
 // firstComma returns the index of the first comma of v that separates
 // values (outside quotes and angle brackets), or -1.
 func firstComma(v []byte) int {
+	if bytes.IndexByte(v, ',') < 0 {
+		return -1 // most values: no comma at all, found vectorised
+	}
 	quoted, angle := false, false
 	for i, c := range v {
 		switch {
@@ -111,10 +206,10 @@ func cutTopVia(dst, raw []byte) ([]byte, bool) {
 	cut := headerLine{start: -1}
 	sawLength := false
 	_, ok := scanHeaders(raw, func(h headerLine) bool {
-		if cut.start < 0 && h.nameIs(raw, "Via", "v") {
+		if cut.start < 0 && h.kind == hVia {
 			cut = h
 		}
-		if h.nameIs(raw, "Content-Length", "l") {
+		if h.kind == hContentLength {
 			sawLength = true
 		}
 		return true
@@ -144,9 +239,9 @@ func forwardBytes(dst, raw, top []byte, popRoutes int) ([]byte, bool) {
 	sawMaxForwards, sawLength := false, false
 	_, ok := scanHeaders(raw, func(h headerLine) bool {
 		switch {
-		case h.nameIs(raw, "Content-Length", "l"):
+		case h.kind == hContentLength:
 			sawLength = true
-		case popRoutes > 0 && h.nameIs(raw, "Route", ""):
+		case popRoutes > 0 && h.kind == hRoute:
 			// Pop values from this line, one per entry of ours; a line
 			// may hold several, comma-separated (RFC 3261 section 7.3.1).
 			v := raw[h.valueStart : h.end-2]
@@ -166,7 +261,7 @@ func forwardBytes(dst, raw, top []byte, popRoutes int) ([]byte, bool) {
 				dst = append(dst, crlf...)
 			}
 			last = h.end
-		case h.nameIs(raw, "Max-Forwards", ""):
+		case h.kind == hMaxForwards:
 			n, err := strconv.Atoi(string(bytes.TrimSpace(raw[h.valueStart : h.end-2])))
 			if err != nil || n < 1 {
 				return false

@@ -31,7 +31,7 @@ func (m *Manager) DTLSServerConfig() *dtls.Config {
 				return &VerifyError{Reason: ReasonOther, Err: err}
 			}
 			s := m.cur.Load()
-			_, err = verifyPeer(certs, s.clientCAs.pool, s.crl, x509.ExtKeyUsageClientAuth, time.Now())
+			_, err = verifyPeer(certs, s.clientCAs, s.crl, x509.ExtKeyUsageClientAuth, time.Now())
 			return err
 		},
 	}

@@ -179,12 +179,14 @@ func parsePrivateKey(data []byte) (crypto.Signer, error) {
 type caBundle struct {
 	pool  *x509.CertPool // never nil: a nil pool would mean the system roots
 	certs []*x509.Certificate
+	// verified caches the chains built to pool (see chainCache).
+	verified *chainCache
 }
 
 // parseCABundle parses a PEM bundle read from path. An empty file yields an
 // empty pool, which trusts nobody.
 func parseCABundle(path string, data []byte) (caBundle, error) {
-	b := caBundle{pool: x509.NewCertPool()}
+	b := caBundle{pool: x509.NewCertPool(), verified: newChainCache()}
 	certs, err := parseCertificates(data)
 	if err != nil {
 		return b, fmt.Errorf("load %s: %w", path, err)

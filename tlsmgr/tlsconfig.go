@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"strings"
 	"time"
@@ -38,14 +39,25 @@ func (m *Manager) ServerConfig() *tls.Config {
 		GetCertificate:   m.getCertificate,
 		VerifyConnection: m.verifyClientConnection,
 	}
+	// Advertise the current client CAs in the CertificateRequest: Windows
+	// peers (Lync, Exchange, many SBCs) pick the certificate they present
+	// from that list. One clone per snapshot, made by the first handshake
+	// that sees it, not one per handshake. Session ticket keys stay those
+	// of cfg: crypto/tls takes them from the original config.
+	type perSnapshot struct {
+		s   *snapshot
+		cfg *tls.Config
+	}
+	var cached atomic.Pointer[perSnapshot]
 	cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
-		// Advertise the current client CAs in the CertificateRequest:
-		// Windows peers (Lync, Exchange, many SBCs) pick the certificate
-		// they present from that list. Session ticket keys stay those of
-		// cfg because the clone sets none of its own.
+		s := m.cur.Load()
+		if p := cached.Load(); p != nil && p.s == s {
+			return p.cfg, nil
+		}
 		c := cfg.Clone()
 		c.GetConfigForClient = nil
-		c.ClientCAs = m.cur.Load().clientCAs.pool
+		c.ClientCAs = s.clientCAs.pool
+		cached.Store(&perSnapshot{s: s, cfg: c})
 		return c, nil
 	}
 	return cfg
@@ -89,13 +101,13 @@ func (m *Manager) getClientCertificate(*tls.CertificateRequestInfo) (*tls.Certif
 
 func (m *Manager) verifyClientConnection(cs tls.ConnectionState) error {
 	s := m.cur.Load()
-	_, err := verifyPeer(cs.PeerCertificates, s.clientCAs.pool, s.crl, x509.ExtKeyUsageClientAuth, time.Now())
+	_, err := verifyPeer(cs.PeerCertificates, s.clientCAs, s.crl, x509.ExtKeyUsageClientAuth, time.Now())
 	return err
 }
 
 func (m *Manager) verifyServer(certs []*x509.Certificate, host string) error {
 	s := m.cur.Load()
-	if _, err := verifyPeer(certs, s.backendCAs.pool, s.crl, x509.ExtKeyUsageServerAuth, time.Now()); err != nil {
+	if _, err := verifyPeer(certs, s.backendCAs, s.crl, x509.ExtKeyUsageServerAuth, time.Now()); err != nil {
 		return err
 	}
 	if host == "" {
@@ -108,12 +120,14 @@ func (m *Manager) verifyServer(certs []*x509.Certificate, host string) error {
 }
 
 // verifyPeer checks a peer's chain (leaf first, as presented) against
-// roots: validity of the leaf, a chain to roots with the given usage, and
-// revocation. Every error is a *VerifyError. The leaf's validity is checked
-// first and separately because x509 reports "expired" for both ends of the
-// window and an operator needs to tell a stale certificate from a clock
-// problem.
-func verifyPeer(certs []*x509.Certificate, roots *x509.CertPool, crl *revocations,
+// the roots of bundle: validity of the leaf, a chain to a root with the
+// given usage, and revocation. Every error is a *VerifyError. The leaf's
+// validity is checked first and separately because x509 reports "expired"
+// for both ends of the window and an operator needs to tell a stale
+// certificate from a clock problem. Chains built before for the same
+// presented certificates are taken from the bundle's cache (their
+// validity and revocation checked again now).
+func verifyPeer(certs []*x509.Certificate, bundle caBundle, crl *revocations,
 	usage x509.ExtKeyUsage, now time.Time) ([][]*x509.Certificate, error) {
 	if len(certs) == 0 {
 		return nil, &VerifyError{Reason: ReasonNoCertificate, Err: errors.New("peer presented no certificate")}
@@ -125,12 +139,16 @@ func verifyPeer(certs []*x509.Certificate, roots *x509.CertPool, crl *revocation
 	if now.After(leaf.NotAfter) {
 		return nil, &VerifyError{Reason: ReasonExpired, Err: checkValidity(leaf, now)}
 	}
+	key := chainKey(certs, usage)
+	if chains := bundle.verified.get(key, now); len(chains) > 0 {
+		return checkRevocation(chains, crl)
+	}
 	inter := x509.NewCertPool()
 	for _, c := range certs[1:] {
 		inter.AddCert(c)
 	}
 	chains, err := leaf.Verify(x509.VerifyOptions{
-		Roots:         roots,
+		Roots:         bundle.pool,
 		Intermediates: inter,
 		CurrentTime:   now,
 		KeyUsages:     []x509.ExtKeyUsage{usage},
@@ -142,6 +160,12 @@ func verifyPeer(certs []*x509.Certificate, roots *x509.CertPool, crl *revocation
 		}
 		return nil, &VerifyError{Reason: reason, Err: fmt.Errorf("certificate %s: %w", describe(leaf), err)}
 	}
+	bundle.verified.put(key, chains)
+	return checkRevocation(chains, crl)
+}
+
+// checkRevocation refuses chains of which any certificate is revoked.
+func checkRevocation(chains [][]*x509.Certificate, crl *revocations) ([][]*x509.Certificate, error) {
 	for _, chain := range chains {
 		if err := crl.check(chain); err != nil {
 			return nil, &VerifyError{Reason: ReasonRevoked, Err: err}
