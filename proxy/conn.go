@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -179,7 +178,7 @@ const readBufferSize = 2048
 func (s *Server) readLoop(c *streamConn) {
 	defer s.dropConn(c)
 	fr := frameReader{
-		r:        bufio.NewReaderSize(c.conn, readBufferSize),
+		src:      c.conn,
 		maxBytes: s.cfg.Limits.MaxMessageBytes,
 		pong:     func() { _ = c.send([]byte("\r\n")) },
 		// A message under way must arrive whole within message_timeout: a
@@ -189,7 +188,14 @@ func (s *Server) readLoop(c *streamConn) {
 	}
 	for {
 		_ = c.conn.SetReadDeadline(time.Now().Add(s.cfg.Limits.IdleTimeout))
-		frame, err := fr.next()
+		var frame []byte
+		var err error
+		if !fr.buffered() {
+			err = fr.await()
+		}
+		if err == nil {
+			frame, err = fr.next()
+		}
 		if err != nil {
 			switch {
 			case isClosed(err) || c.closed.Load():

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"sync"
 )
 
 // Framing errors. Each ends the connection: once framing is lost on a stream
@@ -29,6 +30,11 @@ type frameReader struct {
 	r        *bufio.Reader
 	maxBytes int
 	buf      []byte
+	// src is what await reads from (the connection); first and pre carry
+	// the byte it waited for into the next read buffer.
+	src   io.Reader
+	first [1]byte
+	pre   prefixReader
 	// pong is called when the peer sent a CRLFCRLF keep-alive (RFC 5626 §4.4.1).
 	pong func()
 	// started, when set, is called when the first byte of a message has
@@ -37,6 +43,62 @@ type frameReader struct {
 	// idle, when set, is called after a keep-alive: the connection is idle
 	// again, not in the middle of a message.
 	idle func()
+}
+
+// Buffers an idle connection gives back while it waits (see await).
+var (
+	readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufferSize) }}
+	frames  sync.Pool // of *[]byte
+)
+
+// buffered reports whether bytes of the next message are already read.
+func (f *frameReader) buffered() bool { return f.r != nil && f.r.Buffered() > 0 }
+
+// await waits for the first byte of the next message holding no read
+// buffer: most connections are idle most of the time (a gateway's
+// connection carries a call now and then), and each would otherwise keep
+// its read buffer and its largest message's buffer while it waits. Call it
+// only when nothing is buffered.
+func (f *frameReader) await() error {
+	if f.r != nil {
+		f.r.Reset(nil)
+		readers.Put(f.r)
+		f.r = nil
+	}
+	if f.buf != nil {
+		b := f.buf[:0]
+		frames.Put(&b)
+		f.buf = nil
+	}
+	n, err := f.src.Read(f.first[:])
+	if n == 0 {
+		if err == nil {
+			err = io.ErrNoProgress
+		}
+		return err
+	}
+	f.pre = prefixReader{b: f.first[:n], r: f.src}
+	f.r = readers.Get().(*bufio.Reader)
+	f.r.Reset(&f.pre)
+	if b, ok := frames.Get().(*[]byte); ok {
+		f.buf = *b
+	}
+	return nil
+}
+
+// prefixReader reads b, then r.
+type prefixReader struct {
+	b []byte
+	r io.Reader
+}
+
+func (p *prefixReader) Read(b []byte) (int, error) {
+	if len(p.b) > 0 {
+		n := copy(b, p.b)
+		p.b = p.b[n:]
+		return n, nil
+	}
+	return p.r.Read(b)
 }
 
 // partial returns what was read of the message that failed, for an error
