@@ -279,6 +279,9 @@ func wellFormedAddress(v []byte) bool {
 	}
 	uri := bytes.TrimSpace(v)
 	if opened == 1 {
+		if rest := bytes.TrimSpace(v[gt+1:]); len(rest) > 0 && rest[0] != ';' {
+			return false // after the address, only parameters (RFC 3261 section 20.20)
+		}
 		uri = v[lt+1 : gt]
 	} else if i := bytes.IndexByte(uri, ';'); i >= 0 {
 		uri = uri[:i]

@@ -184,6 +184,8 @@ func TestWellFormedAddress(t *testing.T) {
 		`sip:a@b>`:                     false,
 		`<sip:a@b> <sip:c@d>`:          false,
 		`"<not an address>" <sip:a@b>`: true,
+		`<sip:a@b>tag`:                 false,
+		`<sip:a@b> ;tag=1`:             true,
 	} {
 		if got := wellFormedAddress([]byte(v)); got != want {
 			t.Errorf("%s: %v, want %v", v, got, want)
