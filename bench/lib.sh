@@ -3,7 +3,8 @@
 # directory, processes in their own groups stopped on exit, a watchdog that
 # bounds the whole run, the build, a test PKI, umrouter and a umload UAS
 # backend on loopback, and readings from /proc and umrouter's /metrics.
-# (bench/run.sh keeps its own copies of these; it is not changed by this file.)
+# bench/run.sh takes the process helpers from here (log, die, need,
+# stop_group, start_bg, forget_pid), not the rest.
 #
 # Source it after setting NAME (the script's name, for messages) and
 # MAX_SECONDS (the time bound of the whole run); then call lib_init.

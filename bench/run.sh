@@ -87,14 +87,12 @@ QUIET_WAIT=${QUIET_WAIT:-$( ((QUICK)) && echo 0 || echo 30)}
 # ---- bookkeeping, cleanup and the global time bound -------------------------
 WORK=$(mktemp -d /tmp/umbench.XXXXXX)
 mkdir -p "$WORK/bin" "$WORK/pki" "$WORK/results" "$WORK/logs" "$WORK/run"
-PIDS=()
-WATCHDOG=""
-stop_group() { # stop a process group started by start_bg: TERM, then KILL after 10 s
-  local pid=$1 i
-  kill -TERM -- "-$pid" 2>/dev/null || return 0
-  for i in $(seq 100); do kill -0 -- "-$pid" 2>/dev/null || return 0; sleep 0.1; done
-  kill -KILL -- "-$pid" 2>/dev/null || true
-}
+# log, die, need, stop_group, start_bg (at niceness BG_NICE) and forget_pid
+# are shared with bench/fairness.sh and bench/soak.sh.
+NAME=bench
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+BG_NICE=$NICE
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
@@ -115,25 +113,7 @@ setsid bash -c "sleep $MAX_SECONDS; echo 'bench: time bound of ${MAX_SECONDS}s r
 WATCHDOG=$!
 SECONDS=0
 
-log() { printf '[%4ds] %s\n' "$SECONDS" "$*" >&2; }
-die() { echo "bench: $*" >&2; exit 1; }
-
-# start_bg NAME CMD...: run CMD in its own process group (so that it and its
-# children can be stopped together), output to logs/NAME.log; sets BG_PID.
-start_bg() {
-  local name=$1; shift
-  # With --nice, the new session's scheduler autogroup gets the niceness
-  # too: under sched_autogroup, a process's nice only counts within its
-  # session, and CPU is shared between sessions by their autogroup's nice.
-  setsid bash -c '[[ $0 != 0 ]] && echo "$0" >/proc/self/autogroup 2>/dev/null; exec nice -n "$0" "$@"' "$NICE" "$@" \
-    >"$WORK/logs/$name.log" 2>&1 &
-  BG_PID=$!
-  PIDS+=("$BG_PID")
-}
-forget_pid() { local p=$1 keep=() x; for x in "${PIDS[@]}"; do [[ $x == "$p" ]] || keep+=("$x"); done; PIDS=("${keep[@]}"); }
-
 # ---- prerequisites ----------------------------------------------------------
-need() { command -v "$1" >/dev/null || die "$1 is missing ($2)"; }
 need go "https://go.dev/dl"
 need openssl "apt-get install openssl"
 need jq "apt-get install jq"
