@@ -207,10 +207,10 @@ func splitSIPURI(u []byte) (user, host []byte, port int, ok bool) {
 	if i := bytes.IndexAny(u, ";>"); i >= 0 {
 		u = u[:i]
 	}
-	if at := bytes.LastIndexByte(u, '@'); at >= 0 {
+	if at := bytes.IndexByte(u, '@'); at >= 0 {
 		user, u = u[:at], u[at+1:]
-		if bytes.IndexByte(user, ':') >= 0 {
-			return nil, nil, 0, false
+		if bytes.IndexByte(user, ':') >= 0 || bytes.IndexByte(u, '@') >= 0 {
+			return nil, nil, 0, false // a password, or an unescaped '@' (RFC 3261 section 25.1)
 		}
 	}
 	if bytes.IndexByte(u, '[') >= 0 {

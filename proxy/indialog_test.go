@@ -55,6 +55,7 @@ func TestScanInDialogLeavesTheRestToTheParser(t *testing.T) {
 		"URI with headers": func(m string) string { return strings.Replace(m, ";transport=udp SIP", "?Subject=x SIP", 1) },
 		"IPv6 Request-URI": func(m string) string { return strings.Replace(m, "127.0.0.1:5070", "[::1]:5070", 1) },
 		"escaped user":     func(m string) string { return strings.Replace(m, "sip:um@", "sip:u%6D@", 1) },
+		"two @ in the URI": func(m string) string { return strings.Replace(m, "sip:um@", "sip:um@x@", 1) },
 		"password in user": func(m string) string { return strings.Replace(m, "sip:um@", "sip:um:pw@", 1) },
 		"two To": func(m string) string {
 			return strings.Replace(m, "Call-ID: c1\r\n", "Call-ID: c1\r\nt: <sip:x@y>\r\n", 1)
