@@ -169,7 +169,7 @@ func scanRequest(raw []byte, branchPrefix string) (inRequest, bool) {
 				if len(entry) == 0 || entry[0] != '<' || !wellFormedAddress(entry) {
 					return false
 				}
-				if _, _, _, ok := splitSIPURI(entry[1:]); !ok {
+				if _, _, _, ok := splitSIPURI(routeURI(entry)); !ok {
 					return false // a Route is a SIP URI (RFC 3261 section 20.34)
 				}
 				q.routes = append(q.routes, entry)
@@ -204,14 +204,19 @@ func splitSIPURI(u []byte) (user, host []byte, port int, ok bool) {
 	default:
 		return nil, nil, 0, false
 	}
-	if i := bytes.IndexAny(u, ";>"); i >= 0 {
-		u = u[:i]
+	if bytes.ContainsAny(u, "<>") {
+		return nil, nil, 0, false
 	}
+	// The user part may hold ';' (user-unreserved), the parameters no '@':
+	// the user ends at the first '@', the host at the first ';' after it.
 	if at := bytes.IndexByte(u, '@'); at >= 0 {
 		user, u = u[:at], u[at+1:]
 		if bytes.IndexByte(user, ':') >= 0 || bytes.IndexByte(u, '@') >= 0 {
 			return nil, nil, 0, false // a password, or an unescaped '@' (RFC 3261 section 25.1)
 		}
+	}
+	if i := bytes.IndexByte(u, ';'); i >= 0 {
+		u = u[:i]
 	}
 	if bytes.IndexByte(u, '[') >= 0 {
 		return nil, nil, 0, false
@@ -225,6 +230,19 @@ func splitSIPURI(u []byte) (user, host []byte, port int, ok bool) {
 		host, port = h, n
 	}
 	return user, host, port, len(host) > 0
+}
+
+// routeURI is the URI of a Route entry "<uri>;params" (nil without the
+// angle brackets, which the scan requires).
+func routeURI(entry []byte) []byte {
+	inner, ok := bytes.CutPrefix(entry, []byte("<"))
+	if !ok {
+		return nil
+	}
+	if i := bytes.IndexByte(inner, '>'); i >= 0 {
+		return inner[:i]
+	}
+	return nil
 }
 
 // viaSentByHost is the host of a Via value's sent-by, or nil for an IPv6
@@ -340,11 +358,7 @@ func hasTag(v []byte) bool {
 
 // ownRoute reads one Route entry of ours: "<sip:node@advertise:port;...;umr=g;gw=..;fl=..;dp=..>".
 func (s *Server) ownRoute(entry []byte, pr *poppedRoute) bool {
-	inner, ok := bytes.CutPrefix(entry, []byte("<"))
-	if !ok || len(inner) == 0 || inner[len(inner)-1] != '>' {
-		return false
-	}
-	inner = inner[:len(inner)-1]
+	inner := routeURI(entry)
 	_, host, _, ok := splitSIPURI(inner)
 	if !ok || !s.isOurHost(string(host)) {
 		return false
@@ -394,8 +408,7 @@ func (s *Server) relayInDialog(f flow, p *peer, raw []byte) bool {
 	// The next hop after our entries: the next Route, else the Request-URI.
 	nextHost, nextPort := q.uriHost, q.uriPort
 	if pr.count < len(q.routes) {
-		inner, _ := bytes.CutPrefix(q.routes[pr.count], []byte("<"))
-		if _, nextHost, nextPort, ok = splitSIPURI(inner); !ok {
+		if _, nextHost, nextPort, ok = splitSIPURI(routeURI(q.routes[pr.count])); !ok {
 			return false
 		}
 	}
