@@ -95,7 +95,7 @@ func (s *Server) handleMessage(f flow, p *peer, msg sip.Message, raw []byte) {
 func (s *Server) scanResponse(raw []byte) (inResponse, bool) {
 	r, ok := scanResponse(raw)
 	if ok {
-		r.parse = func() (sip.Message, error) { return s.parser.ParseSIP(raw) }
+		r.parser = s.parser
 	}
 	return r, ok
 }
@@ -526,7 +526,7 @@ func (s *Server) callPolicy(p *peer, r dialplan.Request, dialogPlan string) verd
 			d = dialplan.Decision{Allow: true}
 		}
 	} else {
-		plan, d = dialplan.Resolve(rt.plans, p.gateway.DialPlan, huntGroups(p.gateway), r.User)
+		plan, d = dialplan.Resolve(rt.plans, p.gateway.DialPlan, rt.huntGroups[p.gateway.Name], r.User)
 	}
 	if d.Allow {
 		d = plan.Check(r)
@@ -545,6 +545,7 @@ func (s *Server) callPolicy(p *peer, r dialplan.Request, dialogPlan string) verd
 	return verdict{d, plan.Name}
 }
 
+// huntGroups converts g's configured hunt groups to dialplan's type.
 func huntGroups(g *Gateway) []dialplan.HuntGroup {
 	if len(g.HuntGroups) == 0 {
 		return nil

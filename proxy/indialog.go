@@ -184,11 +184,9 @@ func scanRequest(raw []byte, branchPrefix string) (inRequest, bool) {
 	if !ok || vias == 0 || counts != [6]int{1, 1, 1, 1, 1, 1} || len(q.viaBranch) == 0 || len(q.viaHost) == 0 || len(q.callID) == 0 {
 		return q, false
 	}
-	n, err := strconv.Atoi(string(bytes.TrimSpace(raw[length.valueStart : length.end-2])))
-	if err != nil || n < 0 || body+n > len(raw) {
+	if q.body, ok = bodyOf(raw, body, length); !ok {
 		return q, false
 	}
-	q.body = raw[body : body+n]
 	return q, true
 }
 
@@ -460,7 +458,7 @@ func (s *Server) relayInDialog(f flow, p *peer, raw []byte) bool {
 		raw:       append([]byte(nil), raw...),
 		popped:    pr.count,
 	}
-	tx.parse = func() (sip.Message, error) { return s.parser.ParseSIP(tx.raw) }
+	tx.parser = s.parser
 	if pr.toward == sideBackend {
 		s.forwardInDialogToBackend(tx, string(nextHost), nextPort)
 	} else {

@@ -27,15 +27,15 @@ type inResponse struct {
 	body        []byte
 
 	parsed *sip.Response
-	parse  func() (sip.Message, error)
+	parser *sip.Parser // for model; nil when parsed is set from the start
 }
 
 // model returns the parsed response, parsing it on first use; nil when
 // sipgo cannot parse what the scan accepted.
 func (r *inResponse) model() *sip.Response {
-	if r.parsed == nil && r.parse != nil {
-		m, err := r.parse()
-		r.parse = nil
+	if r.parsed == nil && r.parser != nil {
+		m, err := r.parser.ParseSIP(r.raw)
+		r.parser = nil
 		if res, ok := m.(*sip.Response); ok && err == nil {
 			r.parsed = res
 		}
@@ -86,11 +86,9 @@ func scanResponse(raw []byte) (inResponse, bool) {
 	if !ok || vias == 0 || cseqs != 1 || lengths != 1 {
 		return r, false
 	}
-	n, err := strconv.Atoi(string(bytes.TrimSpace(raw[length.valueStart : length.end-2])))
-	if err != nil || n < 0 || body+n > len(raw) {
+	if r.body, ok = bodyOf(raw, body, length); !ok {
 		return r, false
 	}
-	r.body = raw[body : body+n]
 	seq := bytes.Fields(raw[cseq.valueStart : cseq.end-2])
 	if len(seq) != 2 {
 		return r, false
@@ -109,6 +107,17 @@ func scanResponse(raw []byte) (inResponse, bool) {
 		r.flowID = string(fl)
 	}
 	return r, true
+}
+
+// bodyOf is the body of raw, which starts at offset body, as long as the
+// Content-Length line length says; false when that is not a number or
+// runs past raw.
+func bodyOf(raw []byte, body int, length headerLine) ([]byte, bool) {
+	n, err := strconv.Atoi(string(bytes.TrimSpace(raw[length.valueStart : length.end-2])))
+	if err != nil || n < 0 || body+n > len(raw) {
+		return nil, false
+	}
+	return raw[body : body+n], true
 }
 
 // viaParam returns the value of parameter name (case-insensitive) of one

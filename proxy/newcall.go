@@ -60,7 +60,7 @@ func (s *Server) relayNewCall(f flow, p *peer, raw []byte) bool {
 		started:   time.Now(),
 		raw:       append([]byte(nil), raw...),
 	}
-	tx.parse = func() (sip.Message, error) { return s.parser.ParseSIP(tx.raw) }
+	tx.parser = s.parser
 	tx.tryingDue = tx.started.Add(tryingDelay)
 	s.forwardToPool(tx)
 	return true

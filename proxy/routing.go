@@ -27,7 +27,10 @@ type routing struct {
 	byName      map[string]*Gateway
 	byAddr      map[string]*Gateway // lowercased address
 	byIP        map[netip.Addr]*Gateway
-	pool        *backendPool
+	// huntGroups are each gateway's hunt groups (by name) as dialplan
+	// takes them, converted once per reload rather than per new call.
+	huntGroups map[string][]dialplan.HuntGroup
+	pool       *backendPool
 }
 
 // rt returns the routing in force.
@@ -46,6 +49,7 @@ func (s *Server) buildRouting(ctx context.Context, cfg Config, plans dialplan.Pl
 		byName:      map[string]*Gateway{},
 		byAddr:      map[string]*Gateway{},
 		byIP:        map[netip.Addr]*Gateway{},
+		huntGroups:  map[string][]dialplan.HuntGroup{},
 	}
 	if old != nil {
 		r.gen = old.gen + 1
@@ -53,6 +57,7 @@ func (s *Server) buildRouting(ctx context.Context, cfg Config, plans dialplan.Pl
 	for i := range r.gateways {
 		g := &r.gateways[i]
 		r.byName[g.Name] = g
+		r.huntGroups[g.Name] = huntGroups(g)
 		r.byAddr[strings.ToLower(g.Address)] = g
 		if ip, err := netip.ParseAddr(g.Address); err == nil {
 			r.byIP[ip.Unmap()] = g

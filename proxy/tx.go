@@ -49,9 +49,9 @@ type transaction struct {
 	in     flow // where responses go
 	inSide side
 	req    *sip.Request // as received, its own Route entries popped; see request
-	// parse parses raw, for a request relayed from a scan of its bytes
+	// parser parses raw, for a request relayed from a scan of its bytes
 	// (req nil until a rare path needs the model).
-	parse func() (sip.Message, error)
+	parser *sip.Parser
 	// inDialog: the request's To has a tag (RFC 3261 section 12.2).
 	inDialog bool
 	raw      []byte // req's bytes as received (forwarding edits a copy)
@@ -92,9 +92,9 @@ type transaction struct {
 // request returns the request as sipgo models it, parsing it on first use
 // when it was relayed from a scan; nil when sipgo cannot parse it.
 func (tx *transaction) request() *sip.Request {
-	if tx.req == nil && tx.parse != nil {
-		m, err := tx.parse()
-		tx.parse = nil
+	if tx.req == nil && tx.parser != nil {
+		m, err := tx.parser.ParseSIP(tx.raw)
+		tx.parser = nil
 		if r, ok := m.(*sip.Request); ok && err == nil {
 			if tx.in != nil {
 				r.SetSource(tx.in.remoteAddr().String()) // rport/received of local answers
