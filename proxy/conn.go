@@ -81,6 +81,9 @@ type streamConn struct {
 
 	writeMu sync.Mutex
 	closed  atomic.Bool
+	// peerClosed: the peer ended the stream (EOF), so close skips TLS's
+	// close_notify, which nobody would read.
+	peerClosed atomic.Bool
 	// closeAfterWrite is set by handlers that refuse the peer: the read loop
 	// closes the connection once the current message is answered.
 	closeAfterWrite atomic.Bool
@@ -131,9 +134,17 @@ func (c *streamConn) flowID() uint64             { return c.id }
 func (c *streamConn) remoteAddr() netip.AddrPort { return c.remote }
 
 func (c *streamConn) close() {
-	if c.closed.CompareAndSwap(false, true) {
-		_ = c.conn.Close()
+	if !c.closed.CompareAndSwap(false, true) {
+		return
 	}
+	// A gateway that closed first gets no close_notify: the alert would be
+	// an encryption and a write (or a reset) per connection for nothing,
+	// which counts when gateways reconnect for every request.
+	if tc, ok := c.conn.(*tls.Conn); ok && c.peerClosed.Load() {
+		_ = tc.NetConn().Close()
+		return
+	}
+	_ = c.conn.Close()
 }
 
 // tlsState returns the connection's TLS state, or nil for TCP.
@@ -199,6 +210,7 @@ func (s *Server) readLoop(c *streamConn) {
 		if err != nil {
 			switch {
 			case isClosed(err) || c.closed.Load():
+				c.peerClosed.Store(errors.Is(err, io.EOF))
 			case isTimeout(err):
 				s.log.Debug("connection idle, closing", connFields(c)...)
 			default:
