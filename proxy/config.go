@@ -92,7 +92,8 @@ type Limits struct {
 	MaxConnectionsPerPeer int `yaml:"max_connections_per_peer"`
 	// NewConnectionsPerSecond bounds how fast one source IP address may
 	// open connections (bursts of twice that); beyond it new connections
-	// are closed at accept, before any handshake work. Gateways keep their
+	// are refused at accept, before any handshake work (held unread for a
+	// second, then closed: see refusedHold). Gateways keep their
 	// connections: a peer that opens hundreds a second is flooding, and
 	// each TLS handshake costs ~1 ms of CPU.
 	NewConnectionsPerSecond int `yaml:"new_connections_per_second"`

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"context"
+	"net"
 	"net/netip"
 	"sync"
 	"time"
@@ -115,4 +117,82 @@ func (r *rateLimiter) allow(g string, perSecond int, now time.Time) bool {
 	}
 	b.tokens--
 	return true
+}
+
+// Connections refused at accept are held open, unread, for refusedHold
+// before they are closed, at most maxHeldRefusals at a time (past that they
+// are closed at once). A peer reconnecting in a tight loop, a flood or a
+// gateway's runaway retry, then waits on a handshake that never comes
+// instead of getting a reset at once and trying again thousands of times a
+// second: each attempt costs umrouter an accept and a close, and the box
+// the flooder's CPU, which the gateways that behave need. The bound keeps
+// the file descriptors this costs small beside max_connections.
+const (
+	refusedHold     = time.Second
+	maxHeldRefusals = 1024
+)
+
+// refusalHold keeps refused connections until their time is up. Holding
+// costs no goroutine per connection: one loop closes them in order (they
+// all wait the same time, so the oldest is always first).
+type refusalHold struct {
+	mu      sync.Mutex
+	conns   []heldConn // oldest first
+	stopped bool       // run has ended: nothing is held any more
+}
+
+type heldConn struct {
+	conn  net.Conn
+	until time.Time
+}
+
+// hold keeps nc until refusedHold after now; false when the hold is full
+// (the caller closes nc at once).
+func (h *refusalHold) hold(nc net.Conn, now time.Time) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.stopped || len(h.conns) >= maxHeldRefusals {
+		return false
+	}
+	h.conns = append(h.conns, heldConn{conn: nc, until: now.Add(refusedHold)})
+	return true
+}
+
+// closeDue closes the connections whose time is up by now; every one when
+// all is set.
+func (h *refusalHold) closeDue(now time.Time, all bool) {
+	h.mu.Lock()
+	h.stopped = h.stopped || all
+	n := 0
+	for n < len(h.conns) && (all || !now.Before(h.conns[n].until)) {
+		n++
+	}
+	due := make([]net.Conn, n)
+	for i := range due {
+		due[i] = h.conns[i].conn
+	}
+	rest := copy(h.conns, h.conns[n:])
+	clear(h.conns[rest:])
+	h.conns = h.conns[:rest]
+	h.mu.Unlock()
+	for _, c := range due { // outside the lock: a close may block briefly
+		_ = c.Close()
+	}
+}
+
+// run closes held connections as their time comes, and all of them when
+// ctx ends.
+func (h *refusalHold) run(ctx context.Context, wg *sync.WaitGroup) {
+	defer wg.Done()
+	tick := time.NewTicker(refusedHold / 10)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			h.closeDue(time.Time{}, true)
+			return
+		case now := <-tick.C:
+			h.closeDue(now, false)
+		}
+	}
 }

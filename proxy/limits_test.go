@@ -218,6 +218,79 @@ func TestPerPeerConnectionLimit(t *testing.T) {
 	}
 }
 
+// A connection refused at accept is held, unread, for refusedHold before
+// it is closed: a peer reconnecting in a loop waits instead of getting a
+// reset at once and trying again thousands of times a second.
+func TestRefusedConnectionIsHeldBeforeItIsClosed(t *testing.T) {
+	pki := newTestPKI(t)
+	cfg, plans := baseConfig("127.0.0.1:9") // never reached
+	cfg.Limits.NewConnectionsPerSecond = 1  // bursts of 2
+	p := startProxy(t, pki, cfg, plans)
+	dialFrom(t, "127.0.0.4", p.tlsAddr)
+	dialFrom(t, "127.0.0.4", p.tlsAddr)
+	start := time.Now()
+	refused := dialFrom(t, "127.0.0.4", p.tlsAddr)
+	_ = refused.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, err := refused.Read(make([]byte, 1))
+	held := time.Since(start)
+	if n != 0 || err == nil || isTimeout(err) {
+		t.Fatalf("refused connection: read %d bytes, %v; want it closed", n, err)
+	}
+	if held < refusedHold-100*time.Millisecond {
+		t.Fatalf("refused connection closed after %s, want it held about %s", held, refusedHold)
+	}
+	if got := testutil.ToFloat64(p.m.Handshakes.WithLabelValues("refused", "connection_rate")); got != 1 {
+		t.Fatalf("connection_rate refusals: %v, want 1", got)
+	}
+}
+
+// The hold is bounded: past maxHeldRefusals, a refused connection is
+// closed at once; held ones are closed when their time is up, and all of
+// them when the server stops.
+func TestRefusalHoldIsBounded(t *testing.T) {
+	var h refusalHold
+	now := time.Now()
+	peers := make([]net.Conn, 0, maxHeldRefusals)
+	for i := 0; i < maxHeldRefusals; i++ {
+		a, b := net.Pipe()
+		t.Cleanup(func() { a.Close(); b.Close() })
+		if !h.hold(a, now) {
+			t.Fatalf("hold refused connection %d of %d", i+1, maxHeldRefusals)
+		}
+		peers = append(peers, b)
+	}
+	extra, extraPeer := net.Pipe()
+	defer extra.Close()
+	_ = extraPeer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if h.hold(extra, now) {
+		t.Fatal("the hold took a connection beyond maxHeldRefusals")
+	}
+	h.closeDue(now.Add(refusedHold/2), false)
+	if len(h.conns) != maxHeldRefusals {
+		t.Fatalf("%d held after half the hold, want %d", len(h.conns), maxHeldRefusals)
+	}
+	h.closeDue(now.Add(refusedHold), false)
+	if len(h.conns) != 0 {
+		t.Fatalf("%d held once their time is up, want 0", len(h.conns))
+	}
+	if !h.hold(extra, now.Add(refusedHold)) {
+		t.Fatal("the hold stays full after its connections were closed")
+	}
+	for i, b := range peers {
+		_ = b.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := b.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+			t.Fatalf("held connection %d not closed: %v", i, err)
+		}
+	}
+	h.closeDue(time.Time{}, true)
+	if _, err := extraPeer.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+		t.Fatalf("a connection held when the server stopped was not closed: %v", err)
+	}
+	if len(h.conns) != 0 || h.hold(extra, now) {
+		t.Fatal("a stopped hold keeps connections")
+	}
+}
+
 // TestConnectionRateFromOneHostIsCappedAtAccept: a host that opens
 // connections faster than new_connections_per_second gets the excess closed
 // at accept (no handshake work spent), counted as connection_rate, while a

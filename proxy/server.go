@@ -79,6 +79,7 @@ type Server struct {
 	txs       txTable
 	dialogs   dialogTable
 	admission admission
+	held      refusalHold
 	rates     rateLimiter
 }
 
@@ -156,6 +157,8 @@ func (s *Server) Run(ctx context.Context, ready chan<- struct{}) error {
 	s.wg.Add(1)
 	go s.txs.sweep(runCtx, &s.wg, s.expireTx)
 	s.wg.Add(1)
+	go s.held.run(runCtx, &s.wg)
+	s.wg.Add(1)
 	go s.probeBackends()
 
 	s.ready.Store(true)
@@ -164,10 +167,6 @@ func (s *Server) Run(ctx context.Context, ready chan<- struct{}) error {
 		zap.String("tls", s.cfg.Listen.TLS), zap.String("tcp", s.cfg.Listen.TCP),
 		zap.String("udp", s.udp.LocalAddr().String()),
 		zap.Int("gateways", len(s.rt().gateways)), zap.Int("backends", len(s.rt().backends.Servers)))
-	if first.backends.AllowPlaintext && first.backends.Transport != "tls" {
-		s.log.Warn("backends.allow_plaintext is set: calls of SIP Secured and Secured dial plans may leave toward the backends without TLS",
-			zap.String("transport", first.backends.Transport))
-	}
 	if first.backends.AllowPlaintext && first.backends.Transport != "tls" {
 		s.log.Warn("backends.allow_plaintext is set: calls of SIP Secured and Secured dial plans may leave toward the backends without TLS",
 			zap.String("transport", first.backends.Transport))
@@ -254,7 +253,9 @@ func (s *Server) acceptLoop(l net.Listener, tp string) {
 		if reason := s.admit(remote.Addr(), tp); reason != "" {
 			s.m.Handshakes.WithLabelValues("refused", reason).Inc()
 			s.log.Debug("connection refused at accept", zap.String("remote", remote.String()), zap.String("reason", reason))
-			_ = nc.Close()
+			if !s.held.hold(nc, time.Now()) {
+				_ = nc.Close()
+			}
 			continue
 		}
 		s.wg.Add(1)
