@@ -52,6 +52,11 @@ type Metrics struct {
 	Reloads *prometheus.CounterVec
 	// MalformedMessages counts messages that could not be parsed, by transport and reason.
 	MalformedMessages *prometheus.CounterVec
+	// DroppedResponses counts responses umrouter received and relayed to
+	// nobody (a response has no answer to carry a refusal), by reason
+	// (refused_peer: from a peer whose requests are refused; not_ours: for
+	// a branch umrouter never sent).
+	DroppedResponses *prometheus.CounterVec
 	// AdminAuthFailures counts admin API requests refused for want of
 	// valid credentials, by reason (no_credentials, bad_token).
 	AdminAuthFailures *prometheus.CounterVec
@@ -110,6 +115,9 @@ func New() *Metrics {
 		MalformedMessages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "umrouter_malformed_messages_total", Help: "Messages that could not be parsed, by transport and reason.",
 		}, []string{"transport", "reason"}),
+		DroppedResponses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "umrouter_dropped_responses_total", Help: "Responses received and relayed to nobody, by reason.",
+		}, []string{"reason"}),
 		AdminAuthFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "umrouter_admin_auth_failures_total", Help: "Admin API requests refused for want of valid credentials, by reason.",
 		}, []string{"reason"}),
@@ -130,7 +138,7 @@ func (m *Metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		m.Connections, m.Handshakes, m.Requests, m.Responses, m.Refusals, m.CallsActive,
 		m.CallSetupSeconds, m.BackendUp, m.BackendProbeSeconds, m.BackendRequests, m.CertificateNotAfter, m.Reloads,
-		m.MalformedMessages, m.AdminAuthFailures, m.BuildInfo, &m.state,
+		m.MalformedMessages, m.DroppedResponses, m.AdminAuthFailures, m.BuildInfo, &m.state,
 	}
 }
 

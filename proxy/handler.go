@@ -1136,10 +1136,12 @@ func (s *Server) respondLocal(tx *transaction, code int, reason, warning string,
 func (s *Server) handleResponse(f flow, p *peer, r *inResponse) {
 	if p.refusal != "" {
 		// A peer whose requests are refused does not get to answer ours.
+		s.m.DroppedResponses.WithLabelValues("refused_peer").Inc()
 		s.log.Debug("response from a refused peer dropped", zap.String("remote", f.remoteAddr().String()), zap.String("refusal", p.refusal))
 		return
 	}
 	if !strings.HasPrefix(r.branch, s.branchPrefix) {
+		s.m.DroppedResponses.WithLabelValues("not_ours").Inc()
 		s.log.Debug("response not for us dropped", zap.String("branch", r.branch))
 		return
 	}

@@ -241,3 +241,34 @@ func TestReturningGatewayResumesItsTLSSession(t *testing.T) {
 		c.conn.Close()
 	}
 }
+
+// A response is never answered, so one umrouter cannot relay is counted by
+// why: from a peer whose requests are refused, or for a branch umrouter
+// never sent.
+func TestDroppedResponsesAreCounted(t *testing.T) {
+	pki := newTestPKI(t)
+	cfg, plans := baseConfig("127.0.0.1:9") // never reached
+	p := startProxy(t, pki, cfg, plans)
+	response := func(c *sipClient, branch string) string {
+		return fmt.Sprintf("SIP/2.0 200 OK\r\nVia: SIP/2.0/TLS 127.0.0.1:5061;branch=%s\r\nFrom: <sip:a@%s>;tag=1\r\n"+
+			"To: <sip:b@127.0.0.1>;tag=2\r\nCall-ID: dropped-%s\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n", branch, gwName, branch)
+	}
+	stranger := pki.ca.Issue(t, testpki.LeafOptions{DNS: []string{"stranger.example.test"}})
+	s, err := dialGateway(t, p.tlsAddr, pki, &stranger.TLS, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.send(response(s, p.s.branchPrefix+"x1"))
+	waitFor(t, "the refused peer's response counted", func() bool {
+		return testutil.ToFloat64(p.m.DroppedResponses.WithLabelValues("refused_peer")) == 1
+	})
+	gw := p.gateway(t)
+	gw.send(response(gw, "z9hG4bK-not-umrouters"))
+	waitFor(t, "the response for another branch counted", func() bool {
+		return testutil.ToFloat64(p.m.DroppedResponses.WithLabelValues("not_ours")) == 1
+	})
+	gw.send(optionsTo(gw, ""))
+	if r := gw.response(5 * time.Second); r.StatusCode != 200 {
+		t.Fatalf("OPTIONS after the dropped response: %s", r.StartLine())
+	}
+}
