@@ -41,6 +41,10 @@ type Control interface {
 	// Drain makes the node refuse new calls while established ones
 	// continue; it returns the JSON answer (typically the new status).
 	Drain() any
+	// Undrain ends a drain: new calls are taken again. It returns the JSON
+	// answer, or an error when the node is stopping (its drain is the
+	// shutdown's and cannot be undone).
+	Undrain() (any, error)
 	// SetBackendState sets a backend server's administrative state
 	// (enabled, disabled, no-new-calls). Errors wrapping ErrUnknownBackend
 	// or ErrInvalidState are the caller's mistake (404, 400).
@@ -61,7 +65,7 @@ type AdminOptions struct {
 	// as the body, so that a person running curl learns why). A nil Ready
 	// means always ready.
 	Ready func() error
-	// Control serves /status, /reload, /drain and /backends/{addr}/state;
+	// Control serves /status, /reload, /drain, /undrain and /backends/{addr}/state;
 	// without it those paths are not served (404).
 	Control Control
 	// Certificate is the server certificate of the HTTPS admin server (see
@@ -79,6 +83,7 @@ type AdminOptions struct {
 //	GET  /status                   JSON: node, certificates, gateways, backends, counts
 //	POST /reload                   what SIGHUP does; 422 when refused
 //	POST /drain                    refuse new calls, keep established ones
+//	POST /undrain                  take new calls again (503 while stopping)
 //	POST /backends/{addr}/state    state=enabled|disabled|no-new-calls (query or form body)
 //	     /debug/pprof/             Go's profiler, with Config.Pprof only
 //
@@ -211,6 +216,14 @@ func (a *AdminServer) routes() http.Handler {
 		})))
 		mux.Handle("POST /drain", a.protect(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 			writeJSON(w, http.StatusOK, c.Drain())
+		})))
+		mux.Handle("POST /undrain", a.protect(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			st, err := c.Undrain()
+			if err != nil {
+				writeError(w, http.StatusServiceUnavailable, err)
+				return
+			}
+			writeJSON(w, http.StatusOK, st)
 		})))
 		mux.Handle("POST /backends/{addr}/state", a.protect(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			r.Body = http.MaxBytesReader(w, r.Body, 4<<10)

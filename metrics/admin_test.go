@@ -62,6 +62,17 @@ func (f *fakeControl) Drain() any {
 	return f.Status()
 }
 
+func (f *fakeControl) Undrain() (any, error) {
+	f.mu.Lock()
+	if f.stopping {
+		f.mu.Unlock()
+		return nil, errors.New("the daemon is stopping")
+	}
+	f.drained = false
+	f.mu.Unlock()
+	return f.Status(), nil
+}
+
 func (f *fakeControl) SetBackendState(addr, state string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -184,7 +195,7 @@ func TestAdminServerRefusesWritesOnReadEndpoints(t *testing.T) {
 			t.Errorf("POST %s = %d, want 405", path, code)
 		}
 	}
-	for _, path := range []string{"/reload", "/drain", "/backends/um1.example.test:5061/state"} {
+	for _, path := range []string{"/reload", "/drain", "/undrain", "/backends/um1.example.test:5061/state"} {
 		if code, _ := u.do(t, "GET", path, nil); code != http.StatusMethodNotAllowed {
 			t.Errorf("GET %s = %d, want 405", path, code)
 		}
@@ -218,6 +229,14 @@ func TestAdminControlEndpoints(t *testing.T) {
 
 	if code, body := u.do(t, "POST", "/drain", nil); code != 200 || !strings.Contains(body, `"draining": true`) {
 		t.Errorf("POST /drain = %d %s", code, body)
+	}
+	ctl.stopping = false
+	if code, body := u.do(t, "POST", "/undrain", nil); code != 200 || !strings.Contains(body, `"draining": false`) {
+		t.Errorf("POST /undrain = %d %s", code, body)
+	}
+	ctl.stopping = true
+	if code, _ := u.do(t, "POST", "/undrain", nil); code != http.StatusServiceUnavailable {
+		t.Errorf("POST /undrain while stopping = %d, want 503", code)
 	}
 
 	const backend = "/backends/um1.example.test:5061/state"
@@ -453,7 +472,7 @@ func TestAdminAuthenticationRules(t *testing.T) {
 			for _, at := range tc.attempts(u) {
 				c := &adminUnderTest{base: u.base, client: at.client}
 				for _, ep := range []struct{ method, path string }{
-					{"GET", "/metrics"}, {"GET", "/status"}, {"POST", "/reload"}, {"POST", "/drain"},
+					{"GET", "/metrics"}, {"GET", "/status"}, {"POST", "/reload"}, {"POST", "/drain"}, {"POST", "/undrain"},
 					{"POST", "/backends/um1.example.test:5061/state?state=enabled"},
 				} {
 					code, body := c.do(t, ep.method, ep.path, nil, at.header...)

@@ -73,3 +73,12 @@ func (s *Server) Drain() {
 		s.log.Info("draining: new calls are refused, established calls continue")
 	}
 }
+
+// Undrain ends a drain: new calls are taken again and readiness follows
+// the listeners and backends once more (the end of maintenance, without a
+// restart that would cut the established calls).
+func (s *Server) Undrain() {
+	if s.draining.CompareAndSwap(true, false) {
+		s.log.Info("drain ended: new calls are taken again")
+	}
+}

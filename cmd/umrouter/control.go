@@ -27,9 +27,15 @@ type control struct {
 
 	reloads chan chan reloadResult // served by the daemon's loop
 	stopped chan struct{}          // closed when the loop has ended
+	// stopping is set once the daemon drains for its shutdown, a drain
+	// that /undrain must not undo.
+	stopping *atomic.Bool
 }
 
-var errStopping = errors.New("the daemon is stopping: no reload")
+var (
+	errStopping        = errors.New("the daemon is stopping: no reload")
+	errStoppingUndrain = errors.New("the daemon is stopping: its drain cannot be undone")
+)
 
 // statusDoc is the answer of GET /status and what `umrouter ctl status`
 // reads: the proxy's own snapshot, flattened, plus what the daemon knows.
@@ -134,6 +140,14 @@ func (c *control) Reload(ctx context.Context) (any, bool, error) {
 func (c *control) Drain() any {
 	c.srv.Drain()
 	return c.Status()
+}
+
+func (c *control) Undrain() (any, error) {
+	if c.stopping.Load() {
+		return nil, errStoppingUndrain
+	}
+	c.srv.Undrain()
+	return c.Status(), nil
 }
 
 func (c *control) SetBackendState(addr, state string) error {

@@ -31,6 +31,7 @@ commands:
   status                       node, certificates, gateways, backends, counts
   reload                       what SIGHUP does: re-read the configuration, reload certificates
   drain                        refuse new calls (503), let established calls end; readiness turns false
+  undrain                      take new calls again after a drain (not during a shutdown)
   backend ADDRESS STATE        set a backend server's state: enabled, disabled or no-new-calls
 
 where the admin API is, and how to prove who you are:
@@ -318,9 +319,9 @@ func cmdCtl(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if len(pos) == 0 {
-		return usage("missing command: status, reload, drain or backend")
+		return usage("missing command: status, reload, drain, undrain or backend")
 	}
-	want := map[string]int{"status": 1, "reload": 1, "drain": 1, "backend": 3}
+	want := map[string]int{"status": 1, "reload": 1, "drain": 1, "undrain": 1, "backend": 3}
 	n, known := want[pos[0]]
 	switch {
 	case !known:
@@ -378,6 +379,13 @@ func cmdCtl(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stdout, "%s: draining: new calls are refused with 503, %d established calls continue; readiness is false\n",
 			st.Node, st.CallsActive)
+		return 0
+	case "undrain":
+		var st statusDoc
+		if _, err := c.call(ctx, "POST", "/undrain", &st); err != nil {
+			return fail(err)
+		}
+		fmt.Fprintf(stdout, "%s: taking new calls again; ready: %s\n", st.Node, yesNo(st.Ready))
 		return 0
 	default: // backend
 		path := "/backends/" + url.PathEscape(pos[1]) + "/state?state=" + url.QueryEscape(pos[2])

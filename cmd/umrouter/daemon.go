@@ -155,7 +155,7 @@ func (d *daemon) run(ctx context.Context) int {
 	runCtx, cancelRun := context.WithCancel(context.Background())
 	defer cancelRun()
 	var stopping atomic.Bool
-	ctl := &control{d: d, srv: srv, certs: certs, reloads: make(chan chan reloadResult), stopped: make(chan struct{})}
+	ctl := &control{d: d, srv: srv, certs: certs, reloads: make(chan chan reloadResult), stopped: make(chan struct{}), stopping: &stopping}
 	ctl.doc.Store(doc)
 	admin, err := metrics.NewAdminServer(doc.Admin, m, metrics.AdminOptions{
 		Ready: func() error {

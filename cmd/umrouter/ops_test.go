@@ -628,6 +628,32 @@ func TestCtlDrivesANodeOverMutualTLSAndToken(t *testing.T) {
 	if r := gw.final("INVITE"); r.StatusCode != 503 {
 		t.Errorf("INVITE to a drained node: %d, want 503", r.StatusCode)
 	}
+
+	// undrain: the end of maintenance, without a restart: ready again, and
+	// a new call reaches the backend and completes.
+	if out, errOut, code := ctlRun(t, append([]string{"undrain"}, tokenFlags...)...); code != 0 || !strings.Contains(out, "taking new calls") {
+		t.Fatalf("undrain: exit %d %s%s", code, out, errOut)
+	}
+	hout.Reset()
+	herr.Reset()
+	if code := run(t.Context(), []string{"health", "--ready", "--admin", url}, &hout, &herr); code != 0 {
+		t.Errorf("health --ready after undrain: exit %d %q", code, herr.String())
+	}
+	c := gw.invite()
+	backend.next("INVITE")
+	backend.answer <- struct{}{}
+	ok := gw.final("INVITE")
+	if ok.StatusCode != 200 {
+		t.Fatalf("INVITE after undrain: %d, want 200", ok.StatusCode)
+	}
+	c.established(ok)
+	gw.inDialog(c, "ACK", 1)
+	backend.next("ACK")
+	gw.inDialog(c, "BYE", 2)
+	backend.next("BYE")
+	if r := gw.final("BYE"); r.StatusCode != 200 {
+		t.Fatalf("BYE after undrain: %d, want 200", r.StatusCode)
+	}
 	if code := d.stop(t); code != 0 {
 		t.Fatalf("exit %d, want 0", code)
 	}
