@@ -6,8 +6,11 @@
 #   bash bench/fairness.sh --quick    # 1 short repetition (< 1 min): a smoke test
 #
 # umrouter is built from the working tree and started with two gateways,
-# gwa and gwb (client certificates made here with openssl), a per-gateway
-# request rate limit (limits.requests_per_second) and a umload UAS backend.
+# gwa and gwb (client certificates made here with openssl), configured as
+# docs/SECURITY.md advises where the gateways are known: a per-gateway
+# request rate limit (limits.requests_per_second, --rps) just above gwa's
+# normal load and a cap on new connections per source address
+# (limits.new_connections_per_second, --conn-rate); and a umload UAS backend.
 # Each repetition runs, in turn:
 #   quiet  gwa places paced calls: RATE_A calls/s over CONNS_A connections
 #          for DUR seconds -> p50/p99 INVITE->200 as gwa sees it
@@ -31,7 +34,12 @@
 #   --quick             one repetition of 8 s loads, a smaller flood
 #   -r N                repetitions (default 3; 1 with --quick)
 #   --rate N            gwa's calls/s (default 200)
-#   --rps N             limits.requests_per_second of every gateway (default 500)
+#   --rps N             limits.requests_per_second of every gateway (default
+#                       250: just above gwa's normal load, as an operator
+#                       sets it; B's admitted calls are then no more than that)
+#   --conn-rate N       limits.new_connections_per_second per source address
+#                       (default 20, what docs/SECURITY.md advises where the
+#                       gateways are known; umrouter's own default is 200)
 #   --flood-conns N     gwb's call connections (default 50)
 #   --flood-hs N        gwb's concurrent handshakes (default 8; 0: no handshake flood)
 #   --flood-hs-src A    source address(es) of the handshake flood, as umload's
@@ -55,13 +63,14 @@
 set -eu
 
 NAME=fairness
-QUICK=0 REPS="" RATE_A=200 RPS=500 FLOOD_CONNS=50 FLOOD_HS=8 FLOOD_NICE=0 FLOOD_HS_SRC=127.0.0.10
+QUICK=0 REPS="" RATE_A=200 RPS=250 CONN_RATE=20 FLOOD_CONNS=50 FLOOD_HS=8 FLOOD_NICE=0 FLOOD_HS_SRC=127.0.0.10
 while (($#)); do
   case $1 in
     --quick) QUICK=1 ;;
     -r) REPS=${2:?-r needs a number}; shift ;;
     --rate) RATE_A=${2:?}; shift ;;
     --rps) RPS=${2:?}; shift ;;
+    --conn-rate) CONN_RATE=${2:?}; shift ;;
     --flood-conns) FLOOD_CONNS=${2:?}; shift ;;
     --flood-hs) FLOOD_HS=${2:?}; shift ;;
     --flood-hs-src) FLOOD_HS_SRC=${2:?}; shift ;;
@@ -74,7 +83,7 @@ while (($#)); do
   shift
 done
 [[ -z $REPS ]] && { ((QUICK)) && REPS=1 || REPS=3; }
-for v in REPS RATE_A RPS FLOOD_CONNS FLOOD_HS; do
+for v in REPS RATE_A RPS CONN_RATE FLOOD_CONNS FLOOD_HS; do
   [[ ${!v} =~ ^[0-9]+$ ]] || { echo "bench/fairness.sh: $v must be a number" >&2; exit 2; }
 done
 ((REPS >= 1 && REPS <= 20)) || { echo "bench/fairness.sh: -r takes 1..20" >&2; exit 2; }
@@ -90,7 +99,7 @@ MAX_SECONDS=$((240 + REPS * (DUR + FLOOD_DUR + 40)))
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 lib_init
 make_pki gwa gwb
-write_config "$WORK/pki/server.crt" "$WORK/pki/server.key" "{ max_connections: 20000, requests_per_second: $RPS }" gwa gwb
+write_config "$WORK/pki/server.crt" "$WORK/pki/server.key" "{ max_connections: 20000, requests_per_second: $RPS, new_connections_per_second: $CONN_RATE }" gwa gwb
 backend_start main
 umrouter_start umrouter
 log "umrouter pid $UMR_PID on 127.0.0.1:$P_UMR; backend on :$P_BACKEND; $(nproc) CPUs; $REPS repetition(s) of ${DUR}s"
@@ -193,7 +202,7 @@ fi
   echo
   echo "- $(date -u '+%Y-%m-%d %H:%M UTC'); umrouter built from the working tree at $BUILD_REV"
   echo "- $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(uname -sr), $(go version | cut -d' ' -f3); backend: umload uas"
-  echo "- gwa: $RATE_A calls/s over $CONNS_A connections for ${DUR}s; gwb: unpaced calls over $FLOOD_CONNS connections × $FLOOD_INFLIGHT in flight$( ((FLOOD_HS)) && echo ", and $FLOOD_HS concurrent new mutual-TLS handshakes + OPTIONS from $FLOOD_HS_SRC") for ${FLOOD_DUR}s$( ((FLOOD_NICE)) && echo " at niceness $FLOOD_NICE"); limits.requests_per_second $RPS per gateway; $REPS repetition(s)$( ((QUICK)) && echo '; **--quick: indicative only**')"
+  echo "- gwa: $RATE_A calls/s over $CONNS_A connections for ${DUR}s; gwb: unpaced calls over $FLOOD_CONNS connections × $FLOOD_INFLIGHT in flight$( ((FLOOD_HS)) && echo ", and $FLOOD_HS concurrent new mutual-TLS handshakes + OPTIONS from $FLOOD_HS_SRC") for ${FLOOD_DUR}s$( ((FLOOD_NICE)) && echo " at niceness $FLOOD_NICE"); limits.requests_per_second $RPS per gateway, new_connections_per_second $CONN_RATE per address; $REPS repetition(s)$( ((QUICK)) && echo '; **--quick: indicative only**')"
   echo
   echo "| figure | value |"
   echo "|---|---|"

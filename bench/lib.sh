@@ -163,7 +163,8 @@ UMR_GROUP="" UMR_PID=""
 umrouter_start() {
   local i
   rm -rf "$WORK/state"
-  start_bg "$1" timeout "$MAX_SECONDS" "$WORK/bin/umrouter" run --config "$WORK/umrouter.yaml"
+  # shellcheck disable=SC2086 # UMROUTER_ENV is a list of NAME=value words
+  start_bg "$1" env ${UMROUTER_ENV:-} timeout "$MAX_SECONDS" "$WORK/bin/umrouter" run --config "$WORK/umrouter.yaml"
   UMR_GROUP=$BG_PID
   for i in $(seq 200); do
     [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$P_ADMIN/readyz" 2>/dev/null) == 200 ]] && break
