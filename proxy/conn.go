@@ -81,6 +81,9 @@ type streamConn struct {
 
 	writeMu sync.Mutex
 	closed  atomic.Bool
+	// liveTxs counts the transactions in the table that this connection
+	// sent (see txTable.from).
+	liveTxs atomic.Int64
 	// peerClosed: the peer ended the stream (EOF), so close skips TLS's
 	// close_notify, which nobody would read.
 	peerClosed atomic.Bool

@@ -311,3 +311,34 @@ func TestConnectionRateFromOneHostIsCappedAtAccept(t *testing.T) {
 		t.Fatalf("gateway call beside the connection flood: %v", err)
 	}
 }
+
+// Each stream connection counts the transactions it sent that are in the
+// table, so that closing one that sent none (OPTIONS only: keep-alives,
+// reconnecting gateways, floods) does not walk every transaction; the
+// count follows adds, failover rekeys and repeated removals exactly.
+func TestTransactionsAreCountedPerSenderConnection(t *testing.T) {
+	var txs txTable
+	txs.init()
+	busy, quiet := &streamConn{id: 1}, &streamConn{id: 2}
+	a := &transaction{serverKey: "a|h|INVITE", branch: "z9hG4bKa", in: busy}
+	b := &transaction{serverKey: "b|h|BYE", branch: "z9hG4bKb", in: busy}
+	txs.add(a)
+	txs.add(b)
+	if got := len(txs.from(busy)); got != 2 || busy.liveTxs.Load() != 2 {
+		t.Fatalf("busy connection: from %d, counted %d; want 2 and 2", got, busy.liveTxs.Load())
+	}
+	if got := txs.from(quiet); got != nil || quiet.liveTxs.Load() != 0 {
+		t.Fatalf("quiet connection: from %v, counted %d; want none", got, quiet.liveTxs.Load())
+	}
+	a.branch = "z9hG4bKa2"
+	txs.rekey(a, "z9hG4bKa")
+	txs.remove(b)
+	txs.remove(b) // removal is idempotent, so is the count
+	if got := txs.from(busy); len(got) != 1 || got[0] != a || busy.liveTxs.Load() != 1 {
+		t.Fatalf("after a rekey and a removal: from %v, counted %d; want [a] and 1", got, busy.liveTxs.Load())
+	}
+	txs.remove(a)
+	if got := txs.from(busy); got != nil || busy.liveTxs.Load() != 0 {
+		t.Fatalf("after both removed: from %v, counted %d; want none", got, busy.liveTxs.Load())
+	}
+}

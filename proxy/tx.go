@@ -46,9 +46,12 @@ type transaction struct {
 	method    sip.RequestMethod
 	callID    string
 
-	in     flow // where responses go
-	inSide side
-	req    *sip.Request // as received, its own Route entries popped; see request
+	in flow // where responses go
+	// countedOn is the stream connection whose liveTxs counts this
+	// transaction while it is in the table (guarded by txTable.mu).
+	countedOn *streamConn
+	inSide    side
+	req       *sip.Request // as received, its own Route entries popped; see request
 	// parser parses raw, for a request relayed from a scan of its bytes
 	// (req nil until a rare path needs the model).
 	parser *sip.Parser
@@ -151,10 +154,20 @@ func (t *txTable) add(tx *transaction) {
 	t.server[tx.serverKey] = tx
 	t.client[tx.branch] = tx
 	t.n.Store(int64(len(t.client)))
+	if c, ok := tx.in.(*streamConn); ok {
+		c.liveTxs.Add(1)
+		tx.countedOn = c
+	}
 }
 
-// from returns the transactions whose sender is on flow f.
+// from returns the transactions whose sender is on flow f. A stream
+// connection that never had one in the table is answered without looking:
+// connections that carried only OPTIONS (a keep-alive, a reconnecting
+// gateway, a flood) close without a walk over every transaction.
 func (t *txTable) from(f flow) []*transaction {
+	if c, ok := f.(*streamConn); ok && c.liveTxs.Load() == 0 {
+		return nil
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var txs []*transaction
@@ -184,6 +197,10 @@ func (t *txTable) remove(tx *transaction) {
 		delete(t.client, tx.branch)
 	}
 	t.n.Store(int64(len(t.client)))
+	if tx.countedOn != nil {
+		tx.countedOn.liveTxs.Add(-1)
+		tx.countedOn = nil
+	}
 }
 
 // sweep calls expire for every transaction whose deadline or retransmission
