@@ -160,19 +160,20 @@ func (t *txTable) add(tx *transaction) {
 	}
 }
 
-// from returns the transactions whose sender is on flow f. A stream
-// connection that never had one in the table is answered without looking:
+// from returns the transactions that connection c sent and that are still
+// in the table. A connection that has none is answered without looking:
 // connections that carried only OPTIONS (a keep-alive, a reconnecting
-// gateway, a flood) close without a walk over every transaction.
-func (t *txTable) from(f flow) []*transaction {
-	if c, ok := f.(*streamConn); ok && c.liveTxs.Load() == 0 {
+// gateway, a flood) close without a walk over every transaction. It reads
+// countedOn, which the table's lock guards, not tx.in, which tx.mu does.
+func (t *txTable) from(c *streamConn) []*transaction {
+	if c.liveTxs.Load() == 0 {
 		return nil
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var txs []*transaction
 	for _, tx := range t.client {
-		if tx.in == f {
+		if tx.countedOn == c {
 			txs = append(txs, tx)
 		}
 	}
