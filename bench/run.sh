@@ -3,7 +3,7 @@
 # crypto/tls "floor" server, on this machine under the same loads, all on
 # loopback. See docs/PERFORMANCE.md for the method and the latest results.
 #
-#   bash bench/run.sh            # 3 repetitions of every load (~16 min on 2 vCPU, more while it waits for quiet)
+#   bash bench/run.sh            # 3 repetitions of every load (~22 min on 2 vCPU, more while it waits for quiet)
 #   bash bench/run.sh --quick    # 1 short repetition (< 3 min): a smoke test, not a measurement
 #
 # For each target (umrouter built from this tree; Kamailio configured as the
