@@ -535,7 +535,7 @@ func (s *Server) callPolicy(p *peer, r dialplan.Request, dialogPlan string) verd
 		return verdict{d, plan.Name}
 	}
 	switch {
-	case s.draining.Load():
+	case s.draining():
 		d = dialplan.Decision{Code: 503, Reason: "draining", Warning: "node is draining"}
 	case s.txs.count() >= int64(s.cfg.Limits.MaxTransactions):
 		d = dialplan.Decision{Code: 503, Reason: "max_transactions", Warning: "too many transactions in progress"}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -340,5 +341,40 @@ func TestTransactionsAreCountedPerSenderConnection(t *testing.T) {
 	txs.remove(a)
 	if got := txs.from(busy); got != nil || busy.liveTxs.Load() != 0 {
 		t.Fatalf("after both removed: from %v, counted %d; want none", got, busy.liveTxs.Load())
+	}
+}
+
+// An operator's drain is undone by Undrain; a shutdown's drain is not, so
+// that an undrain racing a SIGTERM never reopens a node on its way out.
+func TestUndrainEndsAnOperatorsDrainNotAShutdowns(t *testing.T) {
+	pki := newTestPKI(t)
+	cfg, plans := baseConfig("127.0.0.1:9") // never reached
+	p := startProxy(t, pki, cfg, plans)
+	gw := p.gateway(t)
+	// refusedForDrain: the INVITE's final answer is the drain's 503 (the
+	// backend here is unreachable, so a taken call fails otherwise).
+	refusedForDrain := func() bool {
+		inv, _ := gw.invite("12345")
+		gw.send(inv)
+		r := gw.finalResponse(5 * time.Second)
+		w := r.GetHeader("Warning")
+		return r.StatusCode == 503 && w != nil && strings.Contains(w.Value(), "draining")
+	}
+	p.s.Drain()
+	if !refusedForDrain() || !p.s.Status().Draining {
+		t.Fatal("drained: the INVITE was not refused for the drain")
+	}
+	if err := p.s.Undrain(); err != nil || p.s.Status().Draining {
+		t.Fatalf("Undrain after Drain: %v, draining %v; want nil and false", err, p.s.Status().Draining)
+	}
+	if refusedForDrain() {
+		t.Fatal("INVITE after Undrain refused for the drain")
+	}
+	p.s.DrainToStop()
+	if err := p.s.Undrain(); !errors.Is(err, ErrStopping) || !p.s.Status().Draining {
+		t.Fatalf("Undrain during a shutdown's drain: %v, draining %v; want ErrStopping and true", err, p.s.Status().Draining)
+	}
+	if !refusedForDrain() {
+		t.Fatal("INVITE after a refused Undrain was not refused for the drain")
 	}
 }

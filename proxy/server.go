@@ -56,10 +56,12 @@ type Server struct {
 	branchSeq    atomic.Uint64
 	connSeq      atomic.Uint64
 
-	ctx      context.Context
-	wg       sync.WaitGroup
-	ready    atomic.Bool
-	draining atomic.Bool
+	ctx   context.Context
+	wg    sync.WaitGroup
+	ready atomic.Bool
+	// drain is notDraining, drainingForAdmin (Drain, undone by Undrain) or
+	// drainingToStop (the shutdown's, which nothing undoes).
+	drain atomic.Int32
 
 	udp      *net.UDPConn // backend-side (and optional gateway-side) UDP socket
 	tlsPort  atomic.Int32 // our TLS port, written in gateway-facing Record-Route
@@ -180,7 +182,7 @@ func (s *Server) Run(ctx context.Context, ready chan<- struct{}) error {
 
 	<-ctx.Done()
 	s.ready.Store(false)
-	s.draining.Store(true)
+	s.drain.Store(drainingToStop)
 	closeAll()
 	if s.dtlsListener != nil {
 		_ = s.dtlsListener.Close()
@@ -223,7 +225,7 @@ func (s *Server) ReadyError() error {
 	switch {
 	case !s.ready.Load():
 		return errors.New("listeners not up")
-	case s.draining.Load():
+	case s.draining():
 		return errors.New("draining")
 	case !s.rt().pool.anyUp():
 		return errors.New("no backend server is up")

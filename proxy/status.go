@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -35,7 +36,7 @@ func (s *Server) Status() Status {
 	st := Status{
 		Node:         s.cfg.NodeName,
 		Ready:        s.Ready(),
-		Draining:     s.draining.Load(),
+		Draining:     s.draining(),
 		Connections:  s.connCount.Load(),
 		Transactions: s.txs.len(),
 		CallsActive:  s.dialogs.len(),
@@ -69,16 +70,42 @@ func (s *Server) SetBackendState(addr string, state AdminState) error {
 // established dialogs and transactions in progress continue; readiness
 // turns false so that load balancers stop sending new traffic.
 func (s *Server) Drain() {
-	if s.draining.CompareAndSwap(false, true) {
+	if s.drain.CompareAndSwap(notDraining, drainingForAdmin) {
 		s.log.Info("draining: new calls are refused, established calls continue")
 	}
 }
 
-// Undrain ends a drain: new calls are taken again and readiness follows
-// the listeners and backends once more (the end of maintenance, without a
-// restart that would cut the established calls).
-func (s *Server) Undrain() {
-	if s.draining.CompareAndSwap(true, false) {
+// DrainToStop is Drain for a shutdown: the same refusals, but Undrain
+// cannot end it, so that an operator's undrain racing a SIGTERM never
+// reopens a node on its way out.
+func (s *Server) DrainToStop() {
+	s.drain.Store(drainingToStop)
+}
+
+// ErrStopping is Undrain's answer while the node drains for a shutdown.
+var ErrStopping = errors.New("the node is stopping: its drain cannot be undone")
+
+// Undrain ends a drain begun by Drain: new calls are taken again and
+// readiness follows the listeners and backends once more (the end of
+// maintenance, without a restart that would cut the established calls).
+// It returns ErrStopping during a shutdown's drain, and nil when the node
+// was not draining.
+func (s *Server) Undrain() error {
+	if s.drain.CompareAndSwap(drainingForAdmin, notDraining) {
 		s.log.Info("drain ended: new calls are taken again")
 	}
+	if s.drain.Load() == drainingToStop {
+		return ErrStopping
+	}
+	return nil
 }
+
+// States of Server.drain.
+const (
+	notDraining int32 = iota
+	drainingForAdmin
+	drainingToStop
+)
+
+// draining reports whether new calls are refused.
+func (s *Server) draining() bool { return s.drain.Load() != notDraining }

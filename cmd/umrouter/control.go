@@ -27,15 +27,9 @@ type control struct {
 
 	reloads chan chan reloadResult // served by the daemon's loop
 	stopped chan struct{}          // closed when the loop has ended
-	// stopping is set once the daemon drains for its shutdown, a drain
-	// that /undrain must not undo.
-	stopping *atomic.Bool
 }
 
-var (
-	errStopping        = errors.New("the daemon is stopping: no reload")
-	errStoppingUndrain = errors.New("the daemon is stopping: its drain cannot be undone")
-)
+var errStopping = errors.New("the daemon is stopping: no reload")
 
 // statusDoc is the answer of GET /status and what `umrouter ctl status`
 // reads: the proxy's own snapshot, flattened, plus what the daemon knows.
@@ -143,10 +137,9 @@ func (c *control) Drain() any {
 }
 
 func (c *control) Undrain() (any, error) {
-	if c.stopping.Load() {
-		return nil, errStoppingUndrain
+	if err := c.srv.Undrain(); err != nil {
+		return nil, err
 	}
-	c.srv.Undrain()
 	return c.Status(), nil
 }
 

@@ -155,7 +155,7 @@ func (d *daemon) run(ctx context.Context) int {
 	runCtx, cancelRun := context.WithCancel(context.Background())
 	defer cancelRun()
 	var stopping atomic.Bool
-	ctl := &control{d: d, srv: srv, certs: certs, reloads: make(chan chan reloadResult), stopped: make(chan struct{}), stopping: &stopping}
+	ctl := &control{d: d, srv: srv, certs: certs, reloads: make(chan chan reloadResult), stopped: make(chan struct{})}
 	ctl.doc.Store(doc)
 	admin, err := metrics.NewAdminServer(doc.Admin, m, metrics.AdminOptions{
 		Ready: func() error {
@@ -237,7 +237,7 @@ func (d *daemon) run(ctx context.Context) int {
 		case <-done:
 			done = nil
 			stopping.Store(true)
-			srv.Drain()
+			srv.DrainToStop()
 			st := srv.Status()
 			log.Info("stopping: new calls are refused; waiting for established calls and transactions to end",
 				zap.Int("calls", st.CallsActive), zap.Int("transactions", st.Transactions),
