@@ -1137,7 +1137,7 @@ func (s *Server) handleResponse(f flow, p *peer, r *inResponse) {
 	if p.refusal != "" {
 		// A peer whose requests are refused does not get to answer ours.
 		s.m.DroppedResponses.WithLabelValues("refused_peer").Inc()
-		s.log.Debug("response from a refused peer dropped", zap.String("remote", f.remoteAddr().String()), zap.String("refusal", p.refusal))
+		s.log.Debug("response from a refused peer dropped", zap.Stringer("remote", f.remoteAddr()), zap.String("refusal", p.refusal))
 		return
 	}
 	if !strings.HasPrefix(r.branch, s.branchPrefix) {

@@ -254,7 +254,8 @@ func (s *Server) acceptLoop(l net.Listener, tp string) {
 		remote := addrPortOf(nc.RemoteAddr())
 		if reason := s.admit(remote.Addr(), tp); reason != "" {
 			s.m.Handshakes.WithLabelValues("refused", reason).Inc()
-			s.log.Debug("connection refused at accept", zap.String("remote", remote.String()), zap.String("reason", reason))
+			// Stringer: formatted only when debug logging is on (a flood's path).
+			s.log.Debug("connection refused at accept", zap.Stringer("remote", remote), zap.String("reason", reason))
 			if !s.held.hold(nc, time.Now()) {
 				_ = nc.Close()
 			}

@@ -183,10 +183,15 @@ type caBundle struct {
 	verified *chainCache
 }
 
+// newCABundle is a bundle that trusts nobody yet, with its own chain cache.
+func newCABundle() caBundle {
+	return caBundle{pool: x509.NewCertPool(), verified: newChainCache()}
+}
+
 // parseCABundle parses a PEM bundle read from path. An empty file yields an
 // empty pool, which trusts nobody.
 func parseCABundle(path string, data []byte) (caBundle, error) {
-	b := caBundle{pool: x509.NewCertPool(), verified: newChainCache()}
+	b := newCABundle()
 	certs, err := parseCertificates(data)
 	if err != nil {
 		return b, fmt.Errorf("load %s: %w", path, err)

@@ -294,7 +294,7 @@ func (m *Manager) build(in *inputs, now time.Time) (*snapshot, error) {
 	if in.storeThumb != "" && in.storeThumb != s.thumbprint {
 		return nil, fmt.Errorf("load %s: certificate thumbprint %s does not match its name", in.certPath, s.thumbprint)
 	}
-	s.clientCAs = caBundle{pool: x509.NewCertPool(), verified: newChainCache()}
+	s.clientCAs = newCABundle()
 	if m.cfg.ClientCAFile != "" {
 		if s.clientCAs, err = parseCABundle(m.cfg.ClientCAFile, in.clientCA); err != nil {
 			return nil, err
