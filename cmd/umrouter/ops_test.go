@@ -473,24 +473,13 @@ func TestSIGTERMLetsTheCallInProgressCompleteAndExits0(t *testing.T) {
 	}
 
 	// The call in progress completes.
-	backend.answer <- struct{}{}
-	ok := gw.final("INVITE")
-	if ok.StatusCode != 200 {
-		t.Fatalf("ringing call answered %d after SIGTERM, want 200", ok.StatusCode)
-	}
-	c.established(ok)
-	gw.inDialog(c, "ACK", 1)
-	backend.next("ACK")
+	answerCall(t, gw, backend, c, "after SIGTERM")
 	select {
 	case code := <-exited:
 		t.Fatalf("exited (%d) while a call was established:\n%s", code, stderr.String())
 	default:
 	}
-	gw.inDialog(c, "BYE", 2)
-	backend.next("BYE")
-	if r := gw.final("BYE"); r.StatusCode != 200 {
-		t.Fatalf("BYE after SIGTERM: %d, want 200", r.StatusCode)
-	}
+	hangUp(t, gw, backend, c, "after SIGTERM")
 
 	if code := waitExit(t, exited, stderr); code != 0 {
 		t.Fatalf("exit %d after SIGTERM, want 0:\n%s", code, stderr.String())
@@ -641,19 +630,8 @@ func TestCtlDrivesANodeOverMutualTLSAndToken(t *testing.T) {
 	}
 	c := gw.invite()
 	backend.next("INVITE")
-	backend.answer <- struct{}{}
-	ok := gw.final("INVITE")
-	if ok.StatusCode != 200 {
-		t.Fatalf("INVITE after undrain: %d, want 200", ok.StatusCode)
-	}
-	c.established(ok)
-	gw.inDialog(c, "ACK", 1)
-	backend.next("ACK")
-	gw.inDialog(c, "BYE", 2)
-	backend.next("BYE")
-	if r := gw.final("BYE"); r.StatusCode != 200 {
-		t.Fatalf("BYE after undrain: %d, want 200", r.StatusCode)
-	}
+	answerCall(t, gw, backend, c, "after undrain")
+	hangUp(t, gw, backend, c, "after undrain")
 	if code := d.stop(t); code != 0 {
 		t.Fatalf("exit %d, want 0", code)
 	}

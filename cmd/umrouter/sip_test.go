@@ -412,3 +412,28 @@ func umrouterBinary(t *testing.T) string {
 	}
 	return binaryPath
 }
+
+// answerCall has the backend answer c's ringing INVITE and acknowledges
+// the 200 through umrouter, failing the test (saying when) otherwise.
+func answerCall(t *testing.T, gw *gateway, backend *backendUAS, c *call, when string) {
+	t.Helper()
+	backend.answer <- struct{}{}
+	ok := gw.final("INVITE")
+	if ok.StatusCode != 200 {
+		t.Fatalf("INVITE %s answered %d, want 200", when, ok.StatusCode)
+	}
+	c.established(ok)
+	gw.inDialog(c, "ACK", 1)
+	backend.next("ACK")
+}
+
+// hangUp ends the established call c with a BYE that must reach the
+// backend and be answered 200.
+func hangUp(t *testing.T, gw *gateway, backend *backendUAS, c *call, when string) {
+	t.Helper()
+	gw.inDialog(c, "BYE", 2)
+	backend.next("BYE")
+	if r := gw.final("BYE"); r.StatusCode != 200 {
+		t.Fatalf("BYE %s: %d, want 200", when, r.StatusCode)
+	}
+}
