@@ -136,7 +136,8 @@ func TestGatewayOverItsRequestRateGets503WithRetryAfter(t *testing.T) {
 }
 
 // TestConnectionOverTheRateIsNotReadForAWhile: after a 503 for its
-// gateway's rate, umrouter stops reading that connection for ratePause, so
+// gateway's rate, umrouter stops reading that connection for a while
+// (ratePauseFor: at least ratePause/2), so
 // a flood costs it one refusal per pause instead of one per message, while
 // another connection is served meanwhile.
 func TestConnectionOverTheRateIsNotReadForAWhile(t *testing.T) {
@@ -175,8 +176,26 @@ func TestConnectionOverTheRateIsNotReadForAWhile(t *testing.T) {
 		}
 		break
 	}
-	if waited := time.Since(refusedAt); waited < ratePause {
-		t.Fatalf("the refused connection was read again after %s, before its %s pause", waited, ratePause)
+	if waited := time.Since(refusedAt); waited < ratePause/2 {
+		t.Fatalf("the refused connection was read again after %s, before its pause of at least %s", waited, ratePause/2)
+	}
+}
+
+// TestRatePausesAreSpread: the pauses of a flooding gateway's connections,
+// all refused at the same moment, must not all end at the same moment, or
+// their backlogs arrive together (see ratePauseFor).
+func TestRatePausesAreSpread(t *testing.T) {
+	lo, hi := time.Duration(1<<62), time.Duration(0)
+	for range 1000 {
+		d := ratePauseFor()
+		if d < ratePause/2 || d >= ratePause*3/2 {
+			t.Fatalf("pause %s outside [%s, %s)", d, ratePause/2, ratePause*3/2)
+		}
+		lo, hi = min(lo, d), max(hi, d)
+	}
+	// 1000 uniform draws cover all but a sliver of the window.
+	if hi-lo < ratePause*9/10 {
+		t.Fatalf("1000 pauses spread over only %s (%s to %s); want most of %s", hi-lo, lo, hi, ratePause)
 	}
 }
 
