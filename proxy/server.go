@@ -83,6 +83,8 @@ type Server struct {
 	admission admission
 	held      refusalHold
 	rates     rateLimiter
+	// handshakes keeps TLS handshakes from taking every CPU.
+	handshakes *handshakeGate
 }
 
 // New checks cfg (SetDefaults must have been applied) and prepares a Server.
@@ -104,6 +106,7 @@ func New(cfg Config, plans dialplan.Plans, certs Certificates, m *metrics.Metric
 		branchPrefix: "z9hG4bKumr" + hex.EncodeToString(rnd[:]) + ".",
 		conns:        map[uint64]*streamConn{},
 		listeners:    map[string]*boundListener{},
+		handshakes:   newHandshakeGate(0),
 	}
 	s.parser.MaxMessageLength = cfg.Limits.MaxMessageBytes
 	// One server configuration for every connection: its session ticket
@@ -324,9 +327,11 @@ func (s *Server) openConn(nc net.Conn, tp string) *streamConn {
 		}
 		s.m.Handshakes.WithLabelValues("ok", result).Inc()
 	} else if tp == "TLS" {
-		tc := tls.Server(nc, s.serverTLS)
 		hctx, cancel := context.WithTimeout(s.ctx, s.cfg.Limits.HandshakeTimeout)
+		gc := s.handshakes.wrap(hctx, nc)
+		tc := tls.Server(gc, s.serverTLS)
 		err := tc.HandshakeContext(hctx)
+		gc.finish()
 		timedOut := errors.Is(hctx.Err(), context.DeadlineExceeded)
 		cancel()
 		handshakeDone()
