@@ -14,6 +14,10 @@
 # Each repetition runs, in turn:
 #   quiet  gwa places paced calls: RATE_A calls/s over CONNS_A connections
 #          for DUR seconds -> p50/p99 INVITE->200 as gwa sees it
+#   busy   the same gwa load while gwb places paced calls at its allowance
+#          (RPS calls/s over FLOOD_CONNS connections, no flood), from 2 s
+#          before gwa starts to 3 s after it ends: what gwb's admitted
+#          traffic alone costs gwa, to tell it from what the flood costs
 #   flood  the same gwa load while gwb floods, from 2 s before gwa starts to
 #          3 s after it ends: unpaced full calls over FLOOD_CONNS
 #          connections with FLOOD_INFLIGHT calls in flight each (bounded by
@@ -37,6 +41,9 @@
 #   --rps N             limits.requests_per_second of every gateway (default
 #                       250: just above gwa's normal load, as an operator
 #                       sets it; B's admitted calls are then no more than that)
+#   --gwb-rps N         gwb's own requests_per_second (default: none, so
+#                       --rps): a gateway smaller than gwa, as a branch
+#                       gateway beside a main site, gets a smaller allowance
 #   --conn-rate N       limits.new_connections_per_second per source address
 #                       (default 20, what docs/SECURITY.md advises where the
 #                       gateways are known; umrouter's own default is 200)
@@ -63,13 +70,14 @@
 set -eu
 
 NAME=fairness
-QUICK=0 REPS="" RATE_A=200 RPS=250 CONN_RATE=20 FLOOD_CONNS=50 FLOOD_HS=8 FLOOD_NICE=0 FLOOD_HS_SRC=127.0.0.10
+QUICK=0 REPS="" RATE_A=200 RPS=250 GWB_RPS="" CONN_RATE=20 FLOOD_CONNS=50 FLOOD_HS=8 FLOOD_NICE=0 FLOOD_HS_SRC=127.0.0.10
 while (($#)); do
   case $1 in
     --quick) QUICK=1 ;;
     -r) REPS=${2:?-r needs a number}; shift ;;
     --rate) RATE_A=${2:?}; shift ;;
     --rps) RPS=${2:?}; shift ;;
+    --gwb-rps) GWB_RPS=${2:?}; shift ;;
     --conn-rate) CONN_RATE=${2:?}; shift ;;
     --flood-conns) FLOOD_CONNS=${2:?}; shift ;;
     --flood-hs) FLOOD_HS=${2:?}; shift ;;
@@ -83,7 +91,7 @@ while (($#)); do
   shift
 done
 [[ -z $REPS ]] && { ((QUICK)) && REPS=1 || REPS=3; }
-for v in REPS RATE_A RPS CONN_RATE FLOOD_CONNS FLOOD_HS; do
+for v in REPS RATE_A RPS ${GWB_RPS:+GWB_RPS} CONN_RATE FLOOD_CONNS FLOOD_HS; do
   [[ ${!v} =~ ^[0-9]+$ ]] || { echo "bench/fairness.sh: $v must be a number" >&2; exit 2; }
 done
 ((REPS >= 1 && REPS <= 20)) || { echo "bench/fairness.sh: -r takes 1..20" >&2; exit 2; }
@@ -93,13 +101,18 @@ CONNS_A=4 FLOOD_INFLIGHT=4
 if ((QUICK)); then DUR=8; FLOOD_CONNS=$((FLOOD_CONNS < 20 ? FLOOD_CONNS : 20)); else DUR=20; fi
 FLOOD_DUR=$((DUR + 5))
 # Bound: the build, then per repetition two loads and the flood's margins.
-MAX_SECONDS=$((240 + REPS * (DUR + FLOOD_DUR + 40)))
+MAX_SECONDS=$((240 + REPS * (DUR + 2 * FLOOD_DUR + 60)))
 
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 lib_init
 make_pki gwa gwb
 write_config "$WORK/pki/server.crt" "$WORK/pki/server.key" "{ max_connections: 20000, requests_per_second: $RPS, new_connections_per_second: $CONN_RATE }" gwa gwb
+if [[ -n $GWB_RPS ]]; then
+  sed -i "s|{ name: gwb, |{ name: gwb, requests_per_second: $GWB_RPS, |" "$WORK/umrouter.yaml"
+  "$WORK/bin/umrouter" config check "$WORK/umrouter.yaml" >/dev/null || die "umrouter rejects --gwb-rps $GWB_RPS"
+fi
+B_RPS=${GWB_RPS:-$RPS} # gwb's allowance
 backend_start main
 umrouter_start umrouter
 log "umrouter pid $UMR_PID on 127.0.0.1:$P_UMR; backend on :$P_BACKEND; $(nproc) CPUs; $REPS repetition(s) of ${DUR}s"
@@ -116,7 +129,14 @@ gwa_run() {
   log "$1: gwa $(jq -r '"\(.calls_ok // 0) ok, \(.calls_failed // "?") failed, p50 \(.invite_200_ms.p50 // "?") ms, p99 \(.invite_200_ms.p99 // "?") ms"' "$out")"
 }
 # flood_start LABEL: gwb's floods in the background; flood_wait LABEL collects them.
+# busy_start LABEL: gwb's paced calls at its allowance instead (no flood).
 FLOOD_GROUPS=()
+busy_start() {
+  # shellcheck disable=SC2046
+  BG_NICE=$FLOOD_NICE start_bg "$1.flood-calls" "$UMLOAD" calls -target "127.0.0.1:$P_UMR" $(client_args gwb) \
+    -c "$FLOOD_CONNS" -rate "$B_RPS" -n $((B_RPS * FLOOD_DUR)) -d "${FLOOD_DUR}s" -call-timeout 5s -src 127.0.0.2-127.0.0.9
+  FLOOD_GROUPS=("$BG_PID")
+}
 flood_start() {
   # shellcheck disable=SC2046
   BG_NICE=$FLOOD_NICE start_bg "$1.flood-calls" "$UMLOAD" calls -target "127.0.0.1:$P_UMR" $(client_args gwb) \
@@ -150,6 +170,11 @@ for rep in $(seq "$REPS"); do
   log "== repetition $rep: quiet"
   sleep 2 # the previous load's connections close
   gwa_run "quiet.$rep"
+  log "== repetition $rep: gwb calls at its allowance ($B_RPS/s)"
+  busy_start "busy.$rep"
+  sleep 2
+  gwa_run "busy.$rep" "${FLOOD_GROUPS[0]}"
+  flood_wait "busy.$rep"
   log "== repetition $rep: gwb floods"
   rl0=$(metric "$REFUSED_RL")
   flood_start "flood.$rep"
@@ -173,9 +198,15 @@ sum() { # sum FILE-SUFFIX JQPATH: sum over the repetitions
 }
 Q50=$(med quiet .invite_200_ms.p50) Q99=$(med quiet .invite_200_ms.p99)
 F50=$(med flood .invite_200_ms.p50) F99=$(med flood .invite_200_ms.p99)
+U50=$(med busy .invite_200_ms.p50) U99=$(med busy .invite_200_ms.p99)
+BUSYRATIO=$(awk -v a="$F99" -v b="$U99" 'BEGIN{ if (a == "" || b == "" || b == 0) print ""; else printf "%.2f", a/b }')
+UQRATIO=$(awk -v a="$U99" -v b="$Q99" 'BEGIN{ if (a == "" || b == "" || b == 0) print ""; else printf "%.2f", a/b }')
 AQOK=$(sum quiet .calls_ok "") AFOK=$(sum flood .calls_ok "")
-AFAIL=$(($(sum quiet '(.calls_failed + (.unfinished // 0))' "") + $(sum flood '(.calls_failed + (.unfinished // 0))' "")))
-ACONNF=$(($(sum quiet '(.connect_failures | length)' "") + $(sum flood '(.connect_failures | length)' "")))
+AFAIL=0 ACONNF=0
+for phase in quiet busy flood; do
+  AFAIL=$((AFAIL + $(sum $phase '(.calls_failed + (.unfinished // 0))' "")))
+  ACONNF=$((ACONNF + $(sum $phase '(.connect_failures | length)' "")))
+done
 B503=$(sum flood .failures.invite_503 .flood-calls) BSTART=$(sum flood .calls_started .flood-calls)
 BOK=$(sum flood .calls_ok .flood-calls) BRL=$(sum flood .rate_limited .refusals)
 BHS=$(sum flood .connections_ok .flood-hs) BHSF=$(sum flood .connections_failed .flood-hs)
@@ -183,32 +214,34 @@ QCPU=$(med quiet '(.target_cpu_s / .elapsed_s)') FCPU=$(med flood '(.target_cpu_
 QFOR=$(med quiet .foreign_cpu_share) FFOR=$(med flood .foreign_cpu_share)
 QOTH=$(med quiet '(.other_cpu_s / .elapsed_s)') FOTH=$(med flood '(.other_cpu_s / .elapsed_s)')
 NOISE_MAX=${NOISE_MAX:-0.25}
-NOISE=$(for rep in $(seq "$REPS"); do jq -r '.foreign_cpu_share // 0' "$WORK/results/quiet.$rep.json" "$WORK/results/flood.$rep.json" 2>/dev/null; done | sort -g | tail -1)
+NOISE=$(for rep in $(seq "$REPS"); do jq -r '.foreign_cpu_share // 0' "$WORK/results/quiet.$rep.json" "$WORK/results/busy.$rep.json" "$WORK/results/flood.$rep.json" 2>/dev/null; done | sort -g | tail -1)
 RATIO=$(awk -v a="$F99" -v b="$Q99" 'BEGIN{ if (a == "" || b == "" || b == 0) print ""; else printf "%.2f", a/b }')
 per_rep=$(for rep in $(seq "$REPS"); do
   jq -rn --slurpfile q "$WORK/results/quiet.$rep.json" --slurpfile f "$WORK/results/flood.$rep.json" \
-    --slurpfile b "$WORK/results/flood.$rep.flood-calls.json" --arg rep "$rep" \
-    '"| \($rep) | \($q[0].invite_200_ms.p50 // "–") | \($q[0].invite_200_ms.p99 // "–") | \($f[0].invite_200_ms.p50 // "–") | \($f[0].invite_200_ms.p99 // "–") | \(if ($q[0].invite_200_ms.p99 // 0) > 0 then (($f[0].invite_200_ms.p99 // 0) / $q[0].invite_200_ms.p99 * 100 | round / 100) else "–" end)× | \($b[0].calls_started // 0) | \($b[0].failures.invite_503 // 0) | \(($q[0].calls_failed // 0) + ($f[0].calls_failed // 0)) |"'
+    --slurpfile b "$WORK/results/flood.$rep.flood-calls.json" --slurpfile u "$WORK/results/busy.$rep.json" --arg rep "$rep" \
+    '"| \($rep) | \($q[0].invite_200_ms.p50 // "–") | \($q[0].invite_200_ms.p99 // "–") | \($u[0].invite_200_ms.p50 // "–") | \($u[0].invite_200_ms.p99 // "–") | \($f[0].invite_200_ms.p50 // "–") | \($f[0].invite_200_ms.p99 // "–") | \(if ($q[0].invite_200_ms.p99 // 0) > 0 then (($f[0].invite_200_ms.p99 // 0) / $q[0].invite_200_ms.p99 * 100 | round / 100) else "–" end)× | \($b[0].calls_started // 0) | \($b[0].failures.invite_503 // 0) | \(($q[0].calls_failed // 0) + ($u[0].calls_failed // 0) + ($f[0].calls_failed // 0)) |"'
 done)
 if awk -v n="${NOISE:-0}" -v m="$NOISE_MAX" 'BEGIN{exit !(n > m)}'; then
   VERDICT="**noisy, not judged**: other processes of the machine used up to $(awk -v n="$NOISE" 'BEGIN{printf "%.0f", n*100}') % of the CPUs during a run (limit $(awk -v m="$NOISE_MAX" 'BEGIN{print m*100}') %); p99 ratio ${RATIO:-?}×, gwa failed calls $AFAIL"
 elif [[ -n $RATIO ]] && awk -v r="$RATIO" 'BEGIN{exit !(r <= 2)}' && ((AFAIL == 0 && ACONNF == 0)); then
   VERDICT="**met**: p99 under flood ${RATIO}× quiet (≤ 2×), gwa lost no call"
 else
-  VERDICT="**not met**: p99 under flood ${RATIO:-?}× quiet (goal ≤ 2×), gwa failed calls $AFAIL, failed connections $ACONNF"
+  VERDICT="**not met**: p99 under flood ${RATIO:-?}× quiet (goal ≤ 2×), gwa failed calls $AFAIL, failed connections $ACONNF; gwb calling within its allowance alone makes it ${UQRATIO:-?}× quiet, and the flood ${BUSYRATIO:-?}× that"
 fi
 {
   echo "## bench/fairness.sh results"
   echo
   echo "- $(date -u '+%Y-%m-%d %H:%M UTC'); umrouter built from the working tree at $BUILD_REV"
   echo "- $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(uname -sr), $(go version | cut -d' ' -f3); backend: umload uas"
-  echo "- gwa: $RATE_A calls/s over $CONNS_A connections for ${DUR}s; gwb: unpaced calls over $FLOOD_CONNS connections × $FLOOD_INFLIGHT in flight$( ((FLOOD_HS)) && echo ", and $FLOOD_HS concurrent new mutual-TLS handshakes + OPTIONS from $FLOOD_HS_SRC") for ${FLOOD_DUR}s$( ((FLOOD_NICE)) && echo " at niceness $FLOOD_NICE"); limits.requests_per_second $RPS per gateway, new_connections_per_second $CONN_RATE per address; $REPS repetition(s)$( ((QUICK)) && echo '; **--quick: indicative only**')"
+  echo "- gwa: $RATE_A calls/s over $CONNS_A connections for ${DUR}s; gwb: unpaced calls over $FLOOD_CONNS connections × $FLOOD_INFLIGHT in flight$( ((FLOOD_HS)) && echo ", and $FLOOD_HS concurrent new mutual-TLS handshakes + OPTIONS from $FLOOD_HS_SRC") for ${FLOOD_DUR}s$( ((FLOOD_NICE)) && echo " at niceness $FLOOD_NICE"); limits.requests_per_second $RPS per gateway$([[ -n $GWB_RPS ]] && echo " (gwb's own: $GWB_RPS)"), new_connections_per_second $CONN_RATE per address; $REPS repetition(s)$( ((QUICK)) && echo '; **--quick: indicative only**')"
   echo
   echo "| figure | value |"
   echo "|---|---|"
   echo "| gwa p50 / p99 INVITE→200, quiet (ms, median) | ${Q50:-–} / ${Q99:-–} |"
+  echo "| gwa p50 / p99 INVITE→200, gwb calling at its allowance, $B_RPS/s paced (ms, median) | ${U50:-–} / ${U99:-–} |"
   echo "| gwa p50 / p99 INVITE→200, gwb flooding (ms, median) | ${F50:-–} / ${F99:-–} |"
   echo "| p99 ratio flood / quiet | ${RATIO:-–}× (goal ≤ 2×) |"
+  echo "| p99 ratio gwb at its allowance / quiet; flood / gwb at its allowance | ${UQRATIO:-–}×; ${BUSYRATIO:-–}× |"
   echo "| umrouter CPU during gwa's run, quiet / flood (cores, median) | $(printf '%.2f / %.2f' "${QCPU:-0}" "${FCPU:-0}") |"
   echo "| backend + gwb's generators CPU during gwa's run, quiet / flood (cores, median) | $(printf '%.2f / %.2f' "${QOTH:-0}" "${FOTH:-0}") |"
   echo "| noise: CPU of the rest of the machine, quiet / flood (share of all CPUs, median; max $(awk -v n="${NOISE:-0}" 'BEGIN{printf "%.0f", n*100}') %) | $(printf '%.0f %% / %.0f %%' "$(awk -v v="${QFOR:-0}" 'BEGIN{print v*100}')" "$(awk -v v="${FFOR:-0}" 'BEGIN{print v*100}')") |"
@@ -219,8 +252,8 @@ fi
   ((FLOOD_HS)) && echo "| gwb handshake flood: connections ok / failed | $BHS / $BHSF |"
   echo "| verdict | $VERDICT |"
   echo
-  echo "| rep | quiet p50 | quiet p99 | flood p50 | flood p99 | ratio p99 | gwb calls started | gwb 503 | gwa failed |"
-  echo "|---|---|---|---|---|---|---|---|---|"
+  echo "| rep | quiet p50 | quiet p99 | busy p50 | busy p99 | flood p50 | flood p99 | ratio p99 flood/quiet | gwb calls started | gwb 503 | gwa failed |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|"
   echo "$per_rep"
 } >"$WORK/report.md"
 cat "$WORK/report.md"

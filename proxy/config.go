@@ -47,6 +47,22 @@ type Gateway struct {
 	DialPlan        string      `yaml:"dial_plan"`
 	OutcallsAllowed *bool       `yaml:"outcalls_allowed"`
 	HuntGroups      []HuntGroup `yaml:"hunt_groups"`
+	// RequestsPerSecond, when set, is this gateway's own limit on new
+	// out-of-dialog requests, in place of limits.requests_per_second:
+	// gateways differ in size (a branch gateway, a Lync pool), and one
+	// limit for all is either too high for the small ones or too low for
+	// the big one. What a gateway is allowed is load its neighbours share
+	// with it even when it floods (see bench/fairness.sh).
+	RequestsPerSecond int `yaml:"requests_per_second"`
+}
+
+// requestRate is g's limit on new out-of-dialog requests per second (0:
+// none), given the default of the limits section.
+func (g *Gateway) requestRate(l Limits) int {
+	if g.RequestsPerSecond > 0 {
+		return g.RequestsPerSecond
+	}
+	return l.RequestsPerSecond
 }
 
 // HuntGroup ties a pilot number on a gateway to a dial plan.
@@ -92,15 +108,17 @@ type Limits struct {
 	MaxConnectionsPerPeer int `yaml:"max_connections_per_peer"`
 	// NewConnectionsPerSecond bounds how fast one source IP address may
 	// open connections (bursts of twice that); beyond it new connections
-	// are refused at accept, before any handshake work (held unread for a
-	// second, then closed: see refusedHold). Gateways keep their
+	// are refused at accept, before any handshake work (held unread for
+	// about a second, then closed: see refusedHold). Gateways keep their
 	// connections: a peer that opens hundreds a second is flooding, and
 	// each TLS handshake costs ~1 ms of CPU.
 	NewConnectionsPerSecond int `yaml:"new_connections_per_second"`
 	// MaxMessageBytes bounds one SIP message (413, then the connection closes).
 	MaxMessageBytes int `yaml:"max_message_bytes"`
 	// MaxHandshakes bounds TLS/DTLS handshakes in progress; beyond it new
-	// connections are closed at once (a handshake flood costs its sender).
+	// connections are refused at accept like the excess of
+	// NewConnectionsPerSecond. Of those in progress, at most all the CPUs
+	// but one compute at a time (see handshakeGate).
 	MaxHandshakes int `yaml:"max_handshakes"`
 	// HandshakeTimeout bounds one handshake.
 	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
@@ -111,7 +129,8 @@ type Limits struct {
 	MessageTimeout time.Duration `yaml:"message_timeout"`
 	// RequestsPerSecond bounds new out-of-dialog requests per gateway
 	// (503 with Retry-After beyond it); requests of established calls are
-	// never limited. 0 means no limit.
+	// never limited. 0 means no limit. A gateway's own requests_per_second
+	// replaces it for that gateway.
 	RequestsPerSecond int `yaml:"requests_per_second"`
 	// MaxTransactions bounds transactions in progress; beyond it new
 	// requests get 503 with Retry-After.
@@ -263,6 +282,9 @@ func (c *Config) Validate(plans dialplan.Plans) configerr.List {
 		addrs[strings.ToLower(g.Address)] = true
 		if g.Port < 1 || g.Port > 65535 {
 			errs.Add(at+".port", "must be 1-65535, got %d", g.Port)
+		}
+		if g.RequestsPerSecond < 0 {
+			errs.Add(at+".requests_per_second", "must not be negative (0: limits.requests_per_second)")
 		}
 		switch g.Kind {
 		case "gateway", "pbx", "sbc", "lync":

@@ -54,3 +54,19 @@ func TestLyncGatewayNeedsASIPURIDialPlan(t *testing.T) {
 		}
 	}
 }
+
+func TestGatewayRequestRateMayNotBeNegative(t *testing.T) {
+	for _, tc := range []struct {
+		rate    int
+		wantErr bool
+	}{{0, false}, {50, false}, {-1, true}} {
+		cfg := Config{Advertise: "um.example.com", Listen: ListenConfig{TLS: ":5061"},
+			Gateways: []Gateway{{Name: "gw", Address: "gw.example.com", DialPlan: "p", RequestsPerSecond: tc.rate}},
+			Backends: BackendsConfig{Servers: []Backend{{Address: "um1.example.com:5061"}}}}
+		cfg.SetDefaults()
+		errs := cfg.Validate(dialplan.Plans{{Name: "p", Security: dialplan.Secured}})
+		if got := strings.Contains(errs.Error(), "gateways[0].requests_per_second"); got != tc.wantErr {
+			t.Errorf("requests_per_second %d: refused = %v, want %v (%v)", tc.rate, got, tc.wantErr, errs)
+		}
+	}
+}

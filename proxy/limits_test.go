@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/umrouter/umrouter/internal/sipptest"
+	"github.com/umrouter/umrouter/internal/testpki"
 )
 
 // dialFrom opens a TCP connection to addr from the loopback address src, so
@@ -178,6 +179,52 @@ func TestConnectionOverTheRateIsNotReadForAWhile(t *testing.T) {
 	}
 	if waited := time.Since(refusedAt); waited < ratePause/2 {
 		t.Fatalf("the refused connection was read again after %s, before its pause of at least %s", waited, ratePause/2)
+	}
+}
+
+// TestGatewayOwnRequestRate: a gateway's requests_per_second replaces
+// limits.requests_per_second for it alone: the small branch gateway is
+// refused past its own rate while gw1, under the (unlimited) default, is
+// not.
+func TestGatewayOwnRequestRate(t *testing.T) {
+	uas := sipptest.StartUAS(t, sipptest.UASOptions{Scenario: "uas.xml"})
+	pki := newTestPKI(t)
+	cfg, plans := baseConfig(uas.Addr())
+	const branchName = "branch.example.test"
+	cfg.Gateways = append(cfg.Gateways, Gateway{Name: "branch", Address: branchName, DialPlan: "main", RequestsPerSecond: 1})
+	p := startProxy(t, pki, cfg, plans)
+	branchLeaf := pki.ca.Issue(t, testpki.LeafOptions{CN: branchName, DNS: []string{branchName}})
+	branch, err := dialGateway(t, p.tlsAddr, pki, &branchLeaf.TLS, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := p.gateway(t)
+	codes := func(c *sipClient, n int) map[int]int {
+		var burst string
+		for i := 0; i < n; i++ {
+			inv, _ := c.invite("12345")
+			burst += inv
+		}
+		c.send(burst)
+		got := map[int]int{}
+		for finals := 0; finals < n; {
+			r := c.response(5 * time.Second)
+			if r.StatusCode >= 200 && string(r.CSeq().MethodName) == "INVITE" {
+				got[r.StatusCode]++
+				finals++
+			}
+		}
+		return got
+	}
+	// A rate of 1 is a bucket of 2: the third INVITE of a burst is refused.
+	if got := codes(branch, 3); got[503] != 1 || got[200] != 2 {
+		t.Fatalf("branch gateway (its own rate 1/s), three INVITEs at once: %v, want two 200 and one 503", got)
+	}
+	if got := codes(big, 3); got[200] != 3 {
+		t.Fatalf("gw1 (no limit), three INVITEs at once: %v, want three 200", got)
+	}
+	if got := testutil.ToFloat64(p.m.Refusals.WithLabelValues("503", "rate_limited")); got != 1 {
+		t.Fatalf("rate_limited refusals: %v, want 1", got)
 	}
 }
 
