@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -103,21 +102,17 @@ type streamConn struct {
 // sends them, and take the CPU its neighbours' calls need (issue 8,
 // fairness). Not reading pushes the flood back into the sender's TCP
 // window instead; its in-dialog requests wait too, a quarter of a second.
+//
+// Each pause is jittered(ratePause): a flooding gateway's connections are
+// all refused within the same few milliseconds, when its bucket runs dry;
+// paused for the same time they would all be read again at the same
+// instant, with their backlogs, every ratePause. Measured
+// (bench/fairness.sh with a packet capture, 50 connections): 60 admitted
+// INVITEs and their refused siblings arrived within 10 ms every 260 ms,
+// and the other gateway's calls that met such a burst queued behind it for
+// 5-50 ms, which made its p99 6x the quiet one. Spread over a window as
+// wide as the pause, the same flood is read a few messages at a time.
 const ratePause = 250 * time.Millisecond
-
-// ratePauseFor is one connection's pause: uniformly random in [ratePause/2,
-// 3*ratePause/2). A flooding gateway's connections are all refused within
-// the same few milliseconds, when its bucket runs dry; paused for the same
-// time they would all be read again at the same instant, with their
-// backlogs, every ratePause. Measured (bench/fairness.sh with a packet
-// capture, 50 connections): 60 admitted INVITEs and their refused siblings
-// arrived within 10 ms every 260 ms, and the other gateway's calls that met
-// such a burst queued behind it for 5-50 ms, which made its p99 6x the
-// quiet one. Spread over a window as wide as the pause, the same flood is
-// read a few messages at a time.
-func ratePauseFor() time.Duration {
-	return ratePause/2 + rand.N(ratePause)
-}
 
 // writeTimeout bounds a write to a peer that stopped reading, so one stuck
 // peer cannot hold a handler forever.

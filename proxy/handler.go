@@ -490,7 +490,7 @@ func (s *Server) gatewayPolicy(f flow, p *peer, req *sip.Request, initial bool, 
 	}
 	s.countRequest(req.Method, p, v.plan)
 	if c, ok := f.(*streamConn); ok && v.Reason == "rate_limited" {
-		c.pause = ratePauseFor() // this runs on c's read goroutine
+		c.pause = jittered(ratePause) // this runs on c's read goroutine
 	}
 	if req.Method != sip.ACK {
 		var extra []sip.Header

@@ -129,21 +129,24 @@ func (r *rateLimiter) allow(g string, perSecond int, now time.Time) bool {
 // close, and the box the flooder's CPU, which the gateways that behave
 // need. The bound keeps the file descriptors this costs small beside
 // max_connections.
-const (
-	refusedHold     = time.Second
-	maxHeldRefusals = 1024
-)
-
-// refusedHoldFor is one connection's hold: uniformly random in
-// [refusedHold/2, 3*refusedHold/2). Connections refused together (a
+//
+// Each hold is jittered(refusedHold): connections refused together (a
 // flooder's, when its address's bucket runs dry) would otherwise be closed
 // together, reconnect together and find the bucket refilled: measured with
 // bench/fairness.sh, 8 handshake-flood workers made 22 handshakes within 50
 // ms every 1.1 s, and the other gateway's calls that met such a burst
 // waited 10-50 ms. Spread out, the same flood takes the tokens one at a
 // time as they come.
-func refusedHoldFor() time.Duration {
-	return refusedHold/2 + rand.N(refusedHold)
+const (
+	refusedHold     = time.Second
+	maxHeldRefusals = 1024
+)
+
+// jittered is d on average: uniformly random in [d/2, 3d/2). Waits that
+// peers were given at the same moment then end at different moments, and
+// what those peers do next does not arrive as one burst.
+func jittered(d time.Duration) time.Duration {
+	return d/2 + rand.N(d)
 }
 
 // refusalHold keeps refused connections until their time is up. Holding
@@ -159,7 +162,7 @@ type heldConn struct {
 	until time.Time
 }
 
-// hold keeps nc until refusedHoldFor after now; false when the hold is
+// hold keeps nc until jittered(refusedHold) after now; false when the hold is
 // full (the caller closes nc at once).
 func (h *refusalHold) hold(nc net.Conn, now time.Time) bool {
 	h.mu.Lock()
@@ -167,7 +170,7 @@ func (h *refusalHold) hold(nc net.Conn, now time.Time) bool {
 	if h.stopped || len(h.conns) >= maxHeldRefusals {
 		return false
 	}
-	h.conns = append(h.conns, heldConn{conn: nc, until: now.Add(refusedHoldFor())})
+	h.conns = append(h.conns, heldConn{conn: nc, until: now.Add(jittered(refusedHold))})
 	return true
 }
 

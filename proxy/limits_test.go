@@ -138,7 +138,7 @@ func TestGatewayOverItsRequestRateGets503WithRetryAfter(t *testing.T) {
 
 // TestConnectionOverTheRateIsNotReadForAWhile: after a 503 for its
 // gateway's rate, umrouter stops reading that connection for a while
-// (ratePauseFor: at least ratePause/2), so
+// (jittered(ratePause): at least ratePause/2), so
 // a flood costs it one refusal per pause instead of one per message, while
 // another connection is served meanwhile.
 func TestConnectionOverTheRateIsNotReadForAWhile(t *testing.T) {
@@ -230,11 +230,11 @@ func TestGatewayOwnRequestRate(t *testing.T) {
 
 // TestRatePausesAreSpread: the pauses of a flooding gateway's connections,
 // all refused at the same moment, must not all end at the same moment, or
-// their backlogs arrive together (see ratePauseFor).
+// their backlogs arrive together (see ratePause).
 func TestRatePausesAreSpread(t *testing.T) {
 	lo, hi := time.Duration(1<<62), time.Duration(0)
 	for range 1000 {
-		d := ratePauseFor()
+		d := jittered(ratePause)
 		if d < ratePause/2 || d >= ratePause*3/2 {
 			t.Fatalf("pause %s outside [%s, %s)", d, ratePause/2, ratePause*3/2)
 		}
@@ -313,7 +313,7 @@ func TestRefusedConnectionIsHeldBeforeItIsClosed(t *testing.T) {
 
 // The hold is bounded: past maxHeldRefusals, a refused connection is
 // closed at once; held ones are closed when their time is up, which is not
-// the same for all (see refusedHoldFor), and all of them when the server
+// the same for all (see jittered), and all of them when the server
 // stops.
 func TestRefusalHoldIsBounded(t *testing.T) {
 	var h refusalHold
