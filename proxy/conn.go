@@ -101,7 +101,8 @@ type streamConn struct {
 // make umrouter parse and refuse every message it sends, as fast as it
 // sends them, and take the CPU its neighbours' calls need (issue 8,
 // fairness). Not reading pushes the flood back into the sender's TCP
-// window instead; its in-dialog requests wait too, a quarter of a second.
+// window instead; its in-dialog requests wait too, about a quarter of a
+// second.
 //
 // Each pause is jittered(ratePause): a flooding gateway's connections are
 // all refused within the same few milliseconds, when its bucket runs dry;
