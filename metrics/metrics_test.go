@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"regexp"
@@ -98,6 +99,31 @@ umrouter_ready 1
 	}
 }
 
+// The handshakes in progress are split by state; what waits for its peer
+// is the rest, never negative although the counts are read one by one.
+func TestStateCollectorPublishesHandshakesInProgress(t *testing.T) {
+	for _, tc := range []struct {
+		st                   HandshakeState
+		computing, cpu, peer float64
+	}{
+		{HandshakeState{InProgress: 10, Computing: 1, WaitingCPU: 4}, 1, 4, 5},
+		{HandshakeState{InProgress: 2, Computing: 1, WaitingCPU: 3}, 1, 3, 0},
+	} {
+		m := New()
+		m.SetStateSource(func() State { return State{Handshakes: tc.st} })
+		want := fmt.Sprintf(`
+# HELP umrouter_tls_handshakes_in_progress TLS and DTLS handshakes admitted and not finished, by state: computing (on the CPUs handshakes may use, all but one), waiting_cpu (for such a CPU), waiting_peer.
+# TYPE umrouter_tls_handshakes_in_progress gauge
+umrouter_tls_handshakes_in_progress{state="computing"} %v
+umrouter_tls_handshakes_in_progress{state="waiting_cpu"} %v
+umrouter_tls_handshakes_in_progress{state="waiting_peer"} %v
+`, tc.computing, tc.cpu, tc.peer)
+		if err := testutil.GatherAndCompare(m.Registry, strings.NewReader(want), "umrouter_tls_handshakes_in_progress"); err != nil {
+			t.Errorf("%+v: %v", tc.st, err)
+		}
+	}
+}
+
 func TestStateCollectorIsSilentWithoutASource(t *testing.T) {
 	m := New()
 	n, err := testutil.GatherAndCount(m.Registry, "umrouter_ready", "umrouter_backend_admin_state")
@@ -122,6 +148,7 @@ func TestFamiliesNamesEveryDeclaredMetric(t *testing.T) {
 		"umrouter_backend_active_calls", "umrouter_backend_probe_seconds",
 		"umrouter_certificate_not_after_timestamp_seconds", "umrouter_reloads_total",
 		"umrouter_ready", "umrouter_draining", "umrouter_build_info",
+		"umrouter_tls_handshakes_in_progress",
 	} {
 		if !slices.Contains(got, want) {
 			t.Errorf("Families lacks %s (got %v)", want, got)

@@ -24,6 +24,15 @@ type State struct {
 	Draining bool
 	// Backends are the configured backend servers.
 	Backends []BackendState
+	// Handshakes are the TLS and DTLS handshakes in progress.
+	Handshakes HandshakeState
+}
+
+// HandshakeState counts the handshakes in progress: InProgress in all, of
+// which Computing hold a slot of the CPUs handshakes may use and
+// WaitingCPU wait for one; the others wait for their peer.
+type HandshakeState struct {
+	InProgress, Computing, WaitingCPU int
 }
 
 // BackendState is one backend server in a State.
@@ -42,6 +51,7 @@ type BackendState struct {
 //	umrouter_draining                           1 when refusing new calls
 //	umrouter_backend_admin_state{backend,state} 1 for the current state, 0 for the others
 //	umrouter_backend_active_calls{backend}      established calls per backend server
+//	umrouter_tls_handshakes_in_progress{state}  computing, waiting_cpu, waiting_peer
 //
 // Until it is called, or with a nil fn, these families are absent. The
 // metrics package cannot ask the proxy itself: the proxy imports metrics.
@@ -68,6 +78,9 @@ var (
 		[]string{"backend", "state"}, nil)
 	backendActiveCallsDesc = prometheus.NewDesc("umrouter_backend_active_calls",
 		"Established calls per backend server.", []string{"backend"}, nil)
+	handshakesDesc = prometheus.NewDesc("umrouter_tls_handshakes_in_progress",
+		"TLS and DTLS handshakes admitted and not finished, by state: computing (on the CPUs handshakes may use, all but one), waiting_cpu (for such a CPU), waiting_peer.",
+		[]string{"state"}, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -75,6 +88,7 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- drainingDesc
 	ch <- backendAdminStateDesc
 	ch <- backendActiveCallsDesc
+	ch <- handshakesDesc
 }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
@@ -85,6 +99,12 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	st := (*p)()
 	ch <- prometheus.MustNewConstMetric(readyDesc, prometheus.GaugeValue, boolValue(st.Ready))
 	ch <- prometheus.MustNewConstMetric(drainingDesc, prometheus.GaugeValue, boolValue(st.Draining))
+	h := st.Handshakes
+	// The three counts are read one after the other: clamp what is left.
+	peer := max(0, h.InProgress-h.Computing-h.WaitingCPU)
+	ch <- prometheus.MustNewConstMetric(handshakesDesc, prometheus.GaugeValue, float64(h.Computing), "computing")
+	ch <- prometheus.MustNewConstMetric(handshakesDesc, prometheus.GaugeValue, float64(h.WaitingCPU), "waiting_cpu")
+	ch <- prometheus.MustNewConstMetric(handshakesDesc, prometheus.GaugeValue, float64(peer), "waiting_peer")
 	seen := make(map[string]bool, len(st.Backends))
 	for _, b := range st.Backends {
 		if seen[b.Address] {

@@ -26,7 +26,13 @@ import (
 // for a slot counts against the handshake timeout.
 type handshakeGate struct {
 	slots chan struct{}
+	// waiting counts the handshakes whose peer's bytes have arrived and
+	// that wait for a slot: a backlog of CPU work, for the metrics.
+	waiting atomic.Int64
 }
+
+// computing is how many handshakes hold a slot now.
+func (g *handshakeGate) computing() int { return len(g.slots) }
 
 // newHandshakeGate lets n handshakes compute at once; n < 1 means all the
 // CPUs Go uses (GOMAXPROCS) but one, and at least one.
@@ -70,12 +76,18 @@ func (c *gatedConn) Read(b []byte) (int, error) {
 		return n, err
 	}
 	select {
-	case c.gate.slots <- struct{}{}:
-		c.held = true
-		return n, nil
-	case <-c.ctx.Done():
-		return 0, c.ctx.Err()
+	case c.gate.slots <- struct{}{}: // a free slot: no wait to count
+	default:
+		c.gate.waiting.Add(1)
+		defer c.gate.waiting.Add(-1)
+		select {
+		case c.gate.slots <- struct{}{}:
+		case <-c.ctx.Done():
+			return 0, c.ctx.Err()
+		}
 	}
+	c.held = true
+	return n, nil
 }
 
 // finish ends the handshake's use of the gate, whatever its outcome.

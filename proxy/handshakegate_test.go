@@ -53,6 +53,9 @@ func TestHandshakeGateLetsOneComputeAtATime(t *testing.T) {
 		t.Fatalf("second handshake got its bytes (%v) while the first held the only slot", err)
 	case <-time.After(200 * time.Millisecond):
 	}
+	if g.computing() != 1 || g.waiting.Load() != 1 {
+		t.Fatalf("one computing and one waiting for the slot: computing %d, waiting %d", g.computing(), g.waiting.Load())
+	}
 	// first waits for its peer again: it gives the slot up meanwhile.
 	firstWaits := readAsync(first)
 	select {
@@ -74,6 +77,9 @@ func TestHandshakeGateLetsOneComputeAtATime(t *testing.T) {
 	second.finish()
 	select {
 	case err := <-firstWaits:
+		if n := g.waiting.Load(); n != 0 {
+			t.Fatalf("%d handshakes counted as waiting once both have a slot in turn", n)
+		}
 		if err != nil {
 			t.Fatalf("first handshake's read: %v", err)
 		}

@@ -56,6 +56,15 @@ func (s *Server) release(ip netip.Addr) {
 	}
 }
 
+// handshakesInProgress is how many handshakes admit let start and that
+// have not finished.
+func (s *Server) handshakesInProgress() int {
+	a := &s.admission
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.handshakes
+}
+
 // releaseHandshake frees the handshake slot admit took.
 func (s *Server) releaseHandshake() {
 	a := &s.admission

@@ -260,6 +260,11 @@ func TestHandshakeFloodFromOneHostDoesNotStopAnotherGateway(t *testing.T) {
 	waitFor(t, "30 flood connections refused at accept", func() bool {
 		return testutil.ToFloat64(p.m.Handshakes.WithLabelValues("refused", "max_connections_per_peer")) >= 30
 	})
+	// The 20 admitted ones are handshakes in progress, waiting for their
+	// peer: none computes or waits for a CPU.
+	if h := p.s.Status().Handshakes; h != (HandshakeStatus{InProgress: 20}) {
+		t.Fatalf("handshakes in progress during the flood: %+v, want 20 waiting for their peer", h)
+	}
 	c := p.gateway(t)
 	if err := placeCall(c); err != nil {
 		t.Fatalf("gateway call during the flood: %v", err)
@@ -267,6 +272,7 @@ func TestHandshakeFloodFromOneHostDoesNotStopAnotherGateway(t *testing.T) {
 	waitFor(t, "stalled handshakes cut by the handshake timeout", func() bool {
 		return testutil.ToFloat64(p.m.Handshakes.WithLabelValues("refused", "timeout")) >= 20
 	})
+	waitFor(t, "no handshake left in progress", func() bool { return p.s.Status().Handshakes == HandshakeStatus{} })
 }
 
 func TestPerPeerConnectionLimit(t *testing.T) {

@@ -29,6 +29,20 @@ type Status struct {
 	CallsActive  int             `json:"calls_active"`
 	Gateways     []string        `json:"gateways"`
 	Backends     []BackendStatus `json:"backends"`
+	// Handshakes are the TLS and DTLS handshakes in progress.
+	Handshakes HandshakeStatus `json:"handshakes"`
+}
+
+// HandshakeStatus counts the handshakes in progress (admitted at accept and
+// not finished, at most limits.max_handshakes) by what they are doing.
+// Computing ones hold a slot of the CPUs handshakes may use (all but one);
+// WaitingCPU ones have their peer's bytes and wait for such a slot; the
+// rest wait for their peer (DTLS ones, which pion runs, always count
+// there).
+type HandshakeStatus struct {
+	InProgress int `json:"in_progress"`
+	Computing  int `json:"computing"`
+	WaitingCPU int `json:"waiting_cpu"`
 }
 
 // Status returns a snapshot of the proxy's state.
@@ -40,6 +54,11 @@ func (s *Server) Status() Status {
 		Connections:  s.connCount.Load(),
 		Transactions: s.txs.len(),
 		CallsActive:  s.dialogs.len(),
+		Handshakes: HandshakeStatus{
+			InProgress: s.handshakesInProgress(),
+			Computing:  s.handshakes.computing(),
+			WaitingCPU: int(s.handshakes.waiting.Load()),
+		},
 	}
 	for _, g := range s.rt().gateways {
 		st.Gateways = append(st.Gateways, g.Name)

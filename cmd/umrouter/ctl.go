@@ -411,6 +411,8 @@ func printStatus(w io.Writer, st statusDoc) {
 	fmt.Fprintf(tw, "connections\t%d\n", st.Connections)
 	fmt.Fprintf(tw, "transactions\t%d\n", st.Transactions)
 	fmt.Fprintf(tw, "calls\t%d\n", st.CallsActive)
+	fmt.Fprintf(tw, "handshakes\t%d in progress (%d computing, %d waiting for a CPU)\n",
+		st.Handshakes.InProgress, st.Handshakes.Computing, st.Handshakes.WaitingCPU)
 	fmt.Fprintf(tw, "gateways\t%s\n", strings.Join(st.Gateways, ", "))
 	for _, c := range st.Certificates {
 		left := time.Until(c.NotAfter).Round(time.Hour)

@@ -342,7 +342,8 @@ func (d *daemon) notifyErr(log *zap.Logger, err error) {
 // metricsState is the part of the proxy's status that /metrics publishes
 // at scrape time.
 func metricsState(st proxy.Status) metrics.State {
-	out := metrics.State{Ready: st.Ready, Draining: st.Draining, Backends: make([]metrics.BackendState, len(st.Backends))}
+	out := metrics.State{Ready: st.Ready, Draining: st.Draining, Backends: make([]metrics.BackendState, len(st.Backends)),
+		Handshakes: metrics.HandshakeState(st.Handshakes)}
 	for i, b := range st.Backends {
 		out.Backends[i] = metrics.BackendState{Address: b.Address, Admin: b.Admin, ActiveCalls: b.ActiveCalls}
 	}
