@@ -57,12 +57,12 @@ type Gateway struct {
 }
 
 // requestRate is g's limit on new out-of-dialog requests per second (0:
-// none), given the default of the limits section.
-func (g *Gateway) requestRate(l Limits) int {
+// none), given limits.requests_per_second as the default.
+func (g *Gateway) requestRate(byDefault int) int {
 	if g.RequestsPerSecond > 0 {
 		return g.RequestsPerSecond
 	}
-	return l.RequestsPerSecond
+	return byDefault
 }
 
 // HuntGroup ties a pilot number on a gateway to a dial plan.

@@ -539,7 +539,7 @@ func (s *Server) callPolicy(p *peer, r dialplan.Request, dialogPlan string) verd
 		d = dialplan.Decision{Code: 503, Reason: "draining", Warning: "node is draining"}
 	case s.txs.count() >= int64(s.cfg.Limits.MaxTransactions):
 		d = dialplan.Decision{Code: 503, Reason: "max_transactions", Warning: "too many transactions in progress"}
-	case !s.rates.allow(p.gateway.Name, p.gateway.requestRate(s.cfg.Limits), time.Now()):
+	case !s.rates.allow(p.gateway.Name, p.gateway.requestRate(s.cfg.Limits.RequestsPerSecond), time.Now()):
 		d = dialplan.Decision{Code: 503, Reason: "rate_limited", Warning: "request rate of this gateway over its limit"}
 	}
 	return verdict{d, plan.Name}

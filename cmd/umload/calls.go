@@ -373,9 +373,9 @@ func (r *callRun) monitor() int64 {
 // pace starts calls at -rate over the connections, round-robin, skipping
 // connections at their in-flight cap (counted as failed: skipped_inflight_cap).
 // It sleeps until the next call is due rather than ticking: a 1 ms ticker
-// woke the process a thousand times a second whatever the rate, and with
-// the Go scheduler's spinning that cost more than half a CPU of a 2-CPU
-// machine (perf sched, 200 calls/s), CPU the server under test shares.
+// woke the process a thousand times a second whatever the rate (perf stat
+// at 200 calls/s: 0.113 CPU and 79,000 context switches in 10 s, against
+// 0.076 and 39,000 sleeping), CPU the server under test shares.
 func (r *callRun) pace(done chan<- struct{}) {
 	defer close(done)
 	const maxSleep = 100 * time.Millisecond // to notice the end of the run
