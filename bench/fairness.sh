@@ -14,6 +14,12 @@
 # Each repetition runs, in turn:
 #   quiet  gwa places paced calls: RATE_A calls/s over CONNS_A connections
 #          for DUR seconds -> p50/p99 INVITE->200 as gwa sees it
+#   neighbour  the same gwa load while gwb places the busy phase's paced
+#          calls on a second umrouter with its own backend, on the same
+#          machine: a control that shares nothing with the umrouter under
+#          test but the CPUs, to tell what sharing 2 CPUs with another
+#          busy process costs gwa from what gwb's traffic through this
+#          umrouter costs it
 #   busy   the same gwa load while gwb places paced calls at its allowance
 #          (RPS calls/s over FLOOD_CONNS connections, no flood), from 2 s
 #          before gwa starts to 3 s after it ends: what gwb's admitted
@@ -100,8 +106,8 @@ done
 CONNS_A=4 FLOOD_INFLIGHT=4
 if ((QUICK)); then DUR=8; FLOOD_CONNS=$((FLOOD_CONNS < 20 ? FLOOD_CONNS : 20)); else DUR=20; fi
 FLOOD_DUR=$((DUR + 5))
-# Bound: the build, then per repetition two loads and the flood's margins.
-MAX_SECONDS=$((240 + REPS * (DUR + 2 * FLOOD_DUR + 60)))
+# Bound: the build, then per repetition four loads and the margins of gwb's.
+MAX_SECONDS=$((240 + REPS * (DUR + 3 * FLOOD_DUR + 80)))
 
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -115,6 +121,23 @@ fi
 B_RPS=${GWB_RPS:-$RPS} # gwb's allowance
 backend_start main
 umrouter_start umrouter
+# The neighbour: a second umrouter and UAS on the next ports, same
+# configuration (lib_init checked that these ports are free too).
+P_UMR2=$((P_UMR + 1)) P_BACKEND2=$((P_BACKEND + 1)) P_ADMIN2=$((P_ADMIN + 1))
+sed -e "s|:$P_UMR\$|:$P_UMR2|; s|:$P_BACKEND }|:$P_BACKEND2 }|; s|:$P_ADMIN\$|:$P_ADMIN2|; s|$WORK/state\$|$WORK/state2|" \
+  "$WORK/umrouter.yaml" >"$WORK/neighbour.yaml"
+"$WORK/bin/umrouter" config check "$WORK/neighbour.yaml" >/dev/null || die "umrouter rejects $WORK/neighbour.yaml"
+start_bg neighbour-backend timeout "$MAX_SECONDS" "$UMLOAD" uas -listen "127.0.0.1:$P_BACKEND2" -d "${MAX_SECONDS}s" -quiet
+N_BACKEND=$BG_PID
+# shellcheck disable=SC2086 # UMROUTER_ENV is a list of NAME=value words
+start_bg neighbour env ${UMROUTER_ENV:-} timeout "$MAX_SECONDS" "$WORK/bin/umrouter" run --config "$WORK/neighbour.yaml"
+N_GROUP=$BG_PID
+for i in $(seq 200); do
+  [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$P_ADMIN2/readyz" 2>/dev/null) == 200 ]] && break
+  kill -0 "$N_GROUP" 2>/dev/null || die "the neighbour umrouter exited: $(tail -5 "$WORK/logs/neighbour.log")"
+  sleep 0.1
+done
+((i < 200)) || die "the neighbour umrouter not ready after 20 s"
 log "umrouter pid $UMR_PID on 127.0.0.1:$P_UMR; backend on :$P_BACKEND; $(nproc) CPUs; $REPS repetition(s) of ${DUR}s"
 
 # gwa_run LABEL [OTHER-PIDS]: gwa's paced calls; its JSON line goes to
@@ -131,9 +154,10 @@ gwa_run() {
 # flood_start LABEL: gwb's floods in the background; flood_wait LABEL collects them.
 # busy_start LABEL: gwb's paced calls at its allowance instead (no flood).
 FLOOD_GROUPS=()
+# busy_start LABEL [PORT]: the same on the umrouter at PORT (the neighbour's).
 busy_start() {
   # shellcheck disable=SC2046
-  BG_NICE=$FLOOD_NICE start_bg "$1.flood-calls" "$UMLOAD" calls -target "127.0.0.1:$P_UMR" $(client_args gwb) \
+  BG_NICE=$FLOOD_NICE start_bg "$1.flood-calls" "$UMLOAD" calls -target "127.0.0.1:${2:-$P_UMR}" $(client_args gwb) \
     -c "$FLOOD_CONNS" -rate "$B_RPS" -n $((B_RPS * FLOOD_DUR)) -d "${FLOOD_DUR}s" -call-timeout 5s -src 127.0.0.2-127.0.0.9
   FLOOD_GROUPS=("$BG_PID")
 }
@@ -170,6 +194,11 @@ for rep in $(seq "$REPS"); do
   log "== repetition $rep: quiet"
   sleep 2 # the previous load's connections close
   gwa_run "quiet.$rep"
+  log "== repetition $rep: gwb calls a neighbour umrouter at $B_RPS/s"
+  busy_start "neighbour.$rep" "$P_UMR2"
+  sleep 2
+  gwa_run "neighbour.$rep" "${FLOOD_GROUPS[0]},$N_GROUP,$N_BACKEND"
+  flood_wait "neighbour.$rep"
   log "== repetition $rep: gwb calls at its allowance ($B_RPS/s)"
   busy_start "busy.$rep"
   sleep 2
@@ -199,11 +228,13 @@ sum() { # sum FILE-SUFFIX JQPATH: sum over the repetitions
 Q50=$(med quiet .invite_200_ms.p50) Q99=$(med quiet .invite_200_ms.p99)
 F50=$(med flood .invite_200_ms.p50) F99=$(med flood .invite_200_ms.p99)
 U50=$(med busy .invite_200_ms.p50) U99=$(med busy .invite_200_ms.p99)
+N50=$(med neighbour .invite_200_ms.p50) N99=$(med neighbour .invite_200_ms.p99)
+NQRATIO=$(awk -v a="$N99" -v b="$Q99" 'BEGIN{ if (a == "" || b == "" || b == 0) print ""; else printf "%.2f", a/b }')
 BUSYRATIO=$(awk -v a="$F99" -v b="$U99" 'BEGIN{ if (a == "" || b == "" || b == 0) print ""; else printf "%.2f", a/b }')
 UQRATIO=$(awk -v a="$U99" -v b="$Q99" 'BEGIN{ if (a == "" || b == "" || b == 0) print ""; else printf "%.2f", a/b }')
 AQOK=$(sum quiet .calls_ok "") AFOK=$(sum flood .calls_ok "")
 AFAIL=0 ACONNF=0
-for phase in quiet busy flood; do
+for phase in quiet neighbour busy flood; do
   AFAIL=$((AFAIL + $(sum $phase '(.calls_failed + (.unfinished // 0))' "")))
   ACONNF=$((ACONNF + $(sum $phase '(.connect_failures | length)' "")))
 done
@@ -214,19 +245,19 @@ QCPU=$(med quiet '(.target_cpu_s / .elapsed_s)') FCPU=$(med flood '(.target_cpu_
 QFOR=$(med quiet .foreign_cpu_share) FFOR=$(med flood .foreign_cpu_share)
 QOTH=$(med quiet '(.other_cpu_s / .elapsed_s)') FOTH=$(med flood '(.other_cpu_s / .elapsed_s)')
 NOISE_MAX=${NOISE_MAX:-0.25}
-NOISE=$(for rep in $(seq "$REPS"); do jq -r '.foreign_cpu_share // 0' "$WORK/results/quiet.$rep.json" "$WORK/results/busy.$rep.json" "$WORK/results/flood.$rep.json" 2>/dev/null; done | sort -g | tail -1)
+NOISE=$(for rep in $(seq "$REPS"); do jq -r '.foreign_cpu_share // 0' "$WORK/results/quiet.$rep.json" "$WORK/results/neighbour.$rep.json" "$WORK/results/busy.$rep.json" "$WORK/results/flood.$rep.json" 2>/dev/null; done | sort -g | tail -1)
 RATIO=$(awk -v a="$F99" -v b="$Q99" 'BEGIN{ if (a == "" || b == "" || b == 0) print ""; else printf "%.2f", a/b }')
 per_rep=$(for rep in $(seq "$REPS"); do
   jq -rn --slurpfile q "$WORK/results/quiet.$rep.json" --slurpfile f "$WORK/results/flood.$rep.json" \
-    --slurpfile b "$WORK/results/flood.$rep.flood-calls.json" --slurpfile u "$WORK/results/busy.$rep.json" --arg rep "$rep" \
-    '"| \($rep) | \($q[0].invite_200_ms.p50 // "–") | \($q[0].invite_200_ms.p99 // "–") | \($u[0].invite_200_ms.p50 // "–") | \($u[0].invite_200_ms.p99 // "–") | \($f[0].invite_200_ms.p50 // "–") | \($f[0].invite_200_ms.p99 // "–") | \(if ($q[0].invite_200_ms.p99 // 0) > 0 then (($f[0].invite_200_ms.p99 // 0) / $q[0].invite_200_ms.p99 * 100 | round / 100) else "–" end)× | \($b[0].calls_started // 0) | \($b[0].failures.invite_503 // 0) | \(($q[0].calls_failed // 0) + ($u[0].calls_failed // 0) + ($f[0].calls_failed // 0)) |"'
+    --slurpfile b "$WORK/results/flood.$rep.flood-calls.json" --slurpfile u "$WORK/results/busy.$rep.json" --slurpfile n "$WORK/results/neighbour.$rep.json" --arg rep "$rep" \
+    '"| \($rep) | \($q[0].invite_200_ms.p50 // "–") | \($q[0].invite_200_ms.p99 // "–") | \($n[0].invite_200_ms.p50 // "–") | \($n[0].invite_200_ms.p99 // "–") | \($u[0].invite_200_ms.p50 // "–") | \($u[0].invite_200_ms.p99 // "–") | \($f[0].invite_200_ms.p50 // "–") | \($f[0].invite_200_ms.p99 // "–") | \(if ($q[0].invite_200_ms.p99 // 0) > 0 then (($f[0].invite_200_ms.p99 // 0) / $q[0].invite_200_ms.p99 * 100 | round / 100) else "–" end)× | \($b[0].calls_started // 0) | \($b[0].failures.invite_503 // 0) | \(($q[0].calls_failed // 0) + ($n[0].calls_failed // 0) + ($u[0].calls_failed // 0) + ($f[0].calls_failed // 0)) |"'
 done)
 if awk -v n="${NOISE:-0}" -v m="$NOISE_MAX" 'BEGIN{exit !(n > m)}'; then
   VERDICT="**noisy, not judged**: other processes of the machine used up to $(awk -v n="$NOISE" 'BEGIN{printf "%.0f", n*100}') % of the CPUs during a run (limit $(awk -v m="$NOISE_MAX" 'BEGIN{print m*100}') %); p99 ratio ${RATIO:-?}×, gwa failed calls $AFAIL"
 elif [[ -n $RATIO ]] && awk -v r="$RATIO" 'BEGIN{exit !(r <= 2)}' && ((AFAIL == 0 && ACONNF == 0)); then
   VERDICT="**met**: p99 under flood ${RATIO}× quiet (≤ 2×), gwa lost no call"
 else
-  VERDICT="**not met**: p99 under flood ${RATIO:-?}× quiet (goal ≤ 2×), gwa failed calls $AFAIL, failed connections $ACONNF; gwb calling within its allowance alone makes it ${UQRATIO:-?}× quiet, and the flood ${BUSYRATIO:-?}× that"
+  VERDICT="**not met**: p99 under flood ${RATIO:-?}× quiet (goal ≤ 2×), gwa failed calls $AFAIL, failed connections $ACONNF; gwb calling within its allowance alone makes it ${UQRATIO:-?}× quiet, and the flood ${BUSYRATIO:-?}× that; the same calls on a neighbour umrouter, sharing only the CPUs, make it ${NQRATIO:-?}× quiet"
 fi
 {
   echo "## bench/fairness.sh results"
@@ -238,10 +269,12 @@ fi
   echo "| figure | value |"
   echo "|---|---|"
   echo "| gwa p50 / p99 INVITE→200, quiet (ms, median) | ${Q50:-–} / ${Q99:-–} |"
+  echo "| gwa p50 / p99 INVITE→200, gwb's paced calls on a neighbour umrouter (same CPUs, nothing else shared) (ms, median) | ${N50:-–} / ${N99:-–} |"
   echo "| gwa p50 / p99 INVITE→200, gwb calling at its allowance, $B_RPS/s paced (ms, median) | ${U50:-–} / ${U99:-–} |"
   echo "| gwa p50 / p99 INVITE→200, gwb flooding (ms, median) | ${F50:-–} / ${F99:-–} |"
   echo "| p99 ratio flood / quiet | ${RATIO:-–}× (goal ≤ 2×) |"
   echo "| p99 ratio gwb at its allowance / quiet; flood / gwb at its allowance | ${UQRATIO:-–}×; ${BUSYRATIO:-–}× |"
+  echo "| p99 ratio neighbour / quiet (the control: what sharing the CPUs costs) | ${NQRATIO:-–}× |"
   echo "| umrouter CPU during gwa's run, quiet / flood (cores, median) | $(printf '%.2f / %.2f' "${QCPU:-0}" "${FCPU:-0}") |"
   echo "| backend + gwb's generators CPU during gwa's run, quiet / flood (cores, median) | $(printf '%.2f / %.2f' "${QOTH:-0}" "${FOTH:-0}") |"
   echo "| noise: CPU of the rest of the machine, quiet / flood (share of all CPUs, median; max $(awk -v n="${NOISE:-0}" 'BEGIN{printf "%.0f", n*100}') %) | $(printf '%.0f %% / %.0f %%' "$(awk -v v="${QFOR:-0}" 'BEGIN{print v*100}')" "$(awk -v v="${FFOR:-0}" 'BEGIN{print v*100}')") |"
@@ -252,8 +285,8 @@ fi
   ((FLOOD_HS)) && echo "| gwb handshake flood: connections ok / failed | $BHS / $BHSF |"
   echo "| verdict | $VERDICT |"
   echo
-  echo "| rep | quiet p50 | quiet p99 | busy p50 | busy p99 | flood p50 | flood p99 | ratio p99 flood/quiet | gwb calls started | gwb 503 | gwa failed |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| rep | quiet p50 | quiet p99 | neighbour p50 | neighbour p99 | busy p50 | busy p99 | flood p50 | flood p99 | ratio p99 flood/quiet | gwb calls started | gwb 503 | gwa failed |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   echo "$per_rep"
 } >"$WORK/report.md"
 cat "$WORK/report.md"

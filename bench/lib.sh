@@ -68,7 +68,7 @@ lib_init() {
   BASE=""
   for b in 45000 46000 47000 48000 49000; do
     ok=1
-    for o in 61 70 90; do ss -Htaun "( sport = :$((b + o)) )" | grep -q . && { ok=0; break; }; done
+    for o in 61 62 70 71 90 91; do ss -Htaun "( sport = :$((b + o)) )" | grep -q . && { ok=0; break; }; done
     ((ok)) && { BASE=$b; break; }
   done
   [[ -n $BASE ]] || die "no free port block on loopback"
