@@ -61,6 +61,15 @@
 #                       accept; 127.0.0.10-127.0.0.40 makes it a flood from 31
 #                       hosts presenting gwb's certificate, which that cap
 #                       does not stop: see docs/SECURITY.md)
+#   --pin               stand in for gwb being another machine: gwb's
+#                       generators and the neighbour run on the first half
+#                       of the CPUs, umrouter, its backend and gwa's
+#                       generator on the other half (taskset on each
+#                       process, so on every thread). The neighbour's ratio
+#                       then says how well that isolates (near 1x: well).
+#                       Meant for 4 CPUs or more: on 2, umrouter, the
+#                       backend and gwa's generator share one CPU, which
+#                       raises even the quiet p99 (6.5 ms in a quick run)
 #   --flood-nice N      niceness of gwb's load generators and of their sessions'
 #                       scheduler autogroups (default 0; 19: the flood takes
 #                       CPU from umrouter only as far as umrouter leaves it,
@@ -76,10 +85,11 @@
 set -eu
 
 NAME=fairness
-QUICK=0 REPS="" RATE_A=200 RPS=250 GWB_RPS="" CONN_RATE=20 FLOOD_CONNS=50 FLOOD_HS=8 FLOOD_NICE=0 FLOOD_HS_SRC=127.0.0.10
+QUICK=0 PIN=0 REPS="" RATE_A=200 RPS=250 GWB_RPS="" CONN_RATE=20 FLOOD_CONNS=50 FLOOD_HS=8 FLOOD_NICE=0 FLOOD_HS_SRC=127.0.0.10
 while (($#)); do
   case $1 in
     --quick) QUICK=1 ;;
+    --pin) PIN=1 ;;
     -r) REPS=${2:?-r needs a number}; shift ;;
     --rate) RATE_A=${2:?}; shift ;;
     --rps) RPS=${2:?}; shift ;;
@@ -104,6 +114,13 @@ done
 [[ $FLOOD_NICE =~ ^-?[0-9]+$ ]] || { echo "bench/fairness.sh: --flood-nice takes an integer" >&2; exit 2; }
 
 CONNS_A=4 FLOOD_INFLIGHT=4
+SUT_CPUS="" GWB_CPUS="" SUT_PIN=()
+if ((PIN)); then
+  (($(nproc) >= 2)) || { echo "bench/fairness.sh: --pin needs 2 CPUs or more" >&2; exit 2; }
+  half=$(($(nproc) / 2))
+  GWB_CPUS=0-$((half - 1)) SUT_CPUS=$half-$(($(nproc) - 1))
+  SUT_PIN=(taskset -c "$SUT_CPUS")
+fi
 if ((QUICK)); then DUR=8; FLOOD_CONNS=$((FLOOD_CONNS < 20 ? FLOOD_CONNS : 20)); else DUR=20; fi
 FLOOD_DUR=$((DUR + 5))
 # Bound: the build, then per repetition four loads and the margins of gwb's.
@@ -119,18 +136,18 @@ if [[ -n $GWB_RPS ]]; then
   "$WORK/bin/umrouter" config check "$WORK/umrouter.yaml" >/dev/null || die "umrouter rejects --gwb-rps $GWB_RPS"
 fi
 B_RPS=${GWB_RPS:-$RPS} # gwb's allowance
-backend_start main
-umrouter_start umrouter
+BG_CPUS=$SUT_CPUS backend_start main
+BG_CPUS=$SUT_CPUS umrouter_start umrouter
 # The neighbour: a second umrouter and UAS on the next ports, same
 # configuration (lib_init checked that these ports are free too).
 P_UMR2=$((P_UMR + 1)) P_BACKEND2=$((P_BACKEND + 1)) P_ADMIN2=$((P_ADMIN + 1))
 sed -e "s|:$P_UMR\$|:$P_UMR2|; s|:$P_BACKEND }|:$P_BACKEND2 }|; s|:$P_ADMIN\$|:$P_ADMIN2|; s|$WORK/state\$|$WORK/state2|" \
   "$WORK/umrouter.yaml" >"$WORK/neighbour.yaml"
 "$WORK/bin/umrouter" config check "$WORK/neighbour.yaml" >/dev/null || die "umrouter rejects $WORK/neighbour.yaml"
-start_bg neighbour-backend timeout "$MAX_SECONDS" "$UMLOAD" uas -listen "127.0.0.1:$P_BACKEND2" -d "${MAX_SECONDS}s" -quiet
+BG_CPUS=$GWB_CPUS start_bg neighbour-backend timeout "$MAX_SECONDS" "$UMLOAD" uas -listen "127.0.0.1:$P_BACKEND2" -d "${MAX_SECONDS}s" -quiet
 N_BACKEND=$BG_PID
 # shellcheck disable=SC2086 # UMROUTER_ENV is a list of NAME=value words
-start_bg neighbour env ${UMROUTER_ENV:-} timeout "$MAX_SECONDS" "$WORK/bin/umrouter" run --config "$WORK/neighbour.yaml"
+BG_CPUS=$GWB_CPUS start_bg neighbour env ${UMROUTER_ENV:-} timeout "$MAX_SECONDS" "$WORK/bin/umrouter" run --config "$WORK/neighbour.yaml"
 N_GROUP=$BG_PID
 for i in $(seq 200); do
   [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$P_ADMIN2/readyz" 2>/dev/null) == 200 ]] && break
@@ -146,7 +163,7 @@ log "umrouter pid $UMR_PID on 127.0.0.1:$P_UMR; backend on :$P_BACKEND; $(nproc)
 gwa_run() {
   local out=$WORK/results/$1.json others=$BACKEND_PID${2:+,$2}
   # shellcheck disable=SC2046 # client_args is a list of flags
-  "$UMLOAD" calls -target "127.0.0.1:$P_UMR" $(client_args gwa) -c "$CONNS_A" -rate "$RATE_A" \
+  "${SUT_PIN[@]}" "$UMLOAD" calls -target "127.0.0.1:$P_UMR" $(client_args gwa) -c "$CONNS_A" -rate "$RATE_A" \
     -n $((RATE_A * DUR)) -d "${DUR}s" -src 127.0.0.1 -pids "$UMR_PID" -other-pids "$others" >"$WORK/results/$1.out" 2>"$WORK/logs/$1.log" || true
   tail -1 "$WORK/results/$1.out" | jq -c . >"$out" 2>/dev/null || echo '{"error":"no result"}' >"$out"
   log "$1: gwa $(jq -r '"\(.calls_ok // 0) ok, \(.calls_failed // "?") failed, p50 \(.invite_200_ms.p50 // "?") ms, p99 \(.invite_200_ms.p99 // "?") ms"' "$out")"
@@ -157,18 +174,18 @@ FLOOD_GROUPS=()
 # busy_start LABEL [PORT]: the same on the umrouter at PORT (the neighbour's).
 busy_start() {
   # shellcheck disable=SC2046
-  BG_NICE=$FLOOD_NICE start_bg "$1.flood-calls" "$UMLOAD" calls -target "127.0.0.1:${2:-$P_UMR}" $(client_args gwb) \
+  BG_CPUS=$GWB_CPUS BG_NICE=$FLOOD_NICE start_bg "$1.flood-calls" "$UMLOAD" calls -target "127.0.0.1:${2:-$P_UMR}" $(client_args gwb) \
     -c "$FLOOD_CONNS" -rate "$B_RPS" -n $((B_RPS * FLOOD_DUR)) -d "${FLOOD_DUR}s" -call-timeout 5s -src 127.0.0.2-127.0.0.9
   FLOOD_GROUPS=("$BG_PID")
 }
 flood_start() {
   # shellcheck disable=SC2046
-  BG_NICE=$FLOOD_NICE start_bg "$1.flood-calls" "$UMLOAD" calls -target "127.0.0.1:$P_UMR" $(client_args gwb) \
+  BG_CPUS=$GWB_CPUS BG_NICE=$FLOOD_NICE start_bg "$1.flood-calls" "$UMLOAD" calls -target "127.0.0.1:$P_UMR" $(client_args gwb) \
     -c "$FLOOD_CONNS" -inflight "$FLOOD_INFLIGHT" -n 5000000 -d "${FLOOD_DUR}s" -call-timeout 5s -src 127.0.0.2-127.0.0.9
   FLOOD_GROUPS=("$BG_PID")
   if ((FLOOD_HS > 0)); then
     # shellcheck disable=SC2046
-    BG_NICE=$FLOOD_NICE start_bg "$1.flood-hs" "$UMLOAD" handshake -target "127.0.0.1:$P_UMR" $(client_args gwb) \
+    BG_CPUS=$GWB_CPUS BG_NICE=$FLOOD_NICE start_bg "$1.flood-hs" "$UMLOAD" handshake -target "127.0.0.1:$P_UMR" $(client_args gwb) \
       -c "$FLOOD_HS" -n 1000000 -d "${FLOOD_DUR}s" -src "$FLOOD_HS_SRC"
     FLOOD_GROUPS+=("$BG_PID")
   fi
@@ -264,17 +281,17 @@ fi
   echo
   echo "- $(date -u '+%Y-%m-%d %H:%M UTC'); umrouter built from the working tree at $BUILD_REV"
   echo "- $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(uname -sr), $(go version | cut -d' ' -f3); backend: umload uas"
-  echo "- gwa: $RATE_A calls/s over $CONNS_A connections for ${DUR}s; gwb: unpaced calls over $FLOOD_CONNS connections × $FLOOD_INFLIGHT in flight$( ((FLOOD_HS)) && echo ", and $FLOOD_HS concurrent new mutual-TLS handshakes + OPTIONS from $FLOOD_HS_SRC") for ${FLOOD_DUR}s$( ((FLOOD_NICE)) && echo " at niceness $FLOOD_NICE"); limits.requests_per_second $RPS per gateway$([[ -n $GWB_RPS ]] && echo " (gwb's own: $GWB_RPS)"), new_connections_per_second $CONN_RATE per address; $REPS repetition(s)$( ((QUICK)) && echo '; **--quick: indicative only**')"
+  echo "- gwa: $RATE_A calls/s over $CONNS_A connections for ${DUR}s; gwb: unpaced calls over $FLOOD_CONNS connections × $FLOOD_INFLIGHT in flight$( ((FLOOD_HS)) && echo ", and $FLOOD_HS concurrent new mutual-TLS handshakes + OPTIONS from $FLOOD_HS_SRC") for ${FLOOD_DUR}s$( ((FLOOD_NICE)) && echo " at niceness $FLOOD_NICE")$( ((PIN)) && echo "; pinned: gwb and the neighbour on CPUs $GWB_CPUS, umrouter, backend and gwa on CPUs $SUT_CPUS"); limits.requests_per_second $RPS per gateway$([[ -n $GWB_RPS ]] && echo " (gwb's own: $GWB_RPS)"), new_connections_per_second $CONN_RATE per address; $REPS repetition(s)$( ((QUICK)) && echo '; **--quick: indicative only**')"
   echo
   echo "| figure | value |"
   echo "|---|---|"
   echo "| gwa p50 / p99 INVITE→200, quiet (ms, median) | ${Q50:-–} / ${Q99:-–} |"
-  echo "| gwa p50 / p99 INVITE→200, gwb's paced calls on a neighbour umrouter (same CPUs, nothing else shared) (ms, median) | ${N50:-–} / ${N99:-–} |"
+  echo "| gwa p50 / p99 INVITE→200, gwb's paced calls on a neighbour umrouter (shares only the machine with the one under test) (ms, median) | ${N50:-–} / ${N99:-–} |"
   echo "| gwa p50 / p99 INVITE→200, gwb calling at its allowance, $B_RPS/s paced (ms, median) | ${U50:-–} / ${U99:-–} |"
   echo "| gwa p50 / p99 INVITE→200, gwb flooding (ms, median) | ${F50:-–} / ${F99:-–} |"
   echo "| p99 ratio flood / quiet | ${RATIO:-–}× (goal ≤ 2×) |"
   echo "| p99 ratio gwb at its allowance / quiet; flood / gwb at its allowance | ${UQRATIO:-–}×; ${BUSYRATIO:-–}× |"
-  echo "| p99 ratio neighbour / quiet (the control: what sharing the CPUs costs) | ${NQRATIO:-–}× |"
+  echo "| p99 ratio neighbour / quiet (the control: what sharing the machine costs) | ${NQRATIO:-–}× |"
   echo "| umrouter CPU during gwa's run, quiet / flood (cores, median) | $(printf '%.2f / %.2f' "${QCPU:-0}" "${FCPU:-0}") |"
   echo "| backend + gwb's generators CPU during gwa's run, quiet / flood (cores, median) | $(printf '%.2f / %.2f' "${QOTH:-0}" "${FOTH:-0}") |"
   echo "| noise: CPU of the rest of the machine, quiet / flood (share of all CPUs, median; max $(awk -v n="${NOISE:-0}" 'BEGIN{printf "%.0f", n*100}') %) | $(printf '%.0f %% / %.0f %%' "$(awk -v v="${QFOR:-0}" 'BEGIN{print v*100}')" "$(awk -v v="${FFOR:-0}" 'BEGIN{print v*100}')") |"

@@ -42,8 +42,11 @@ lib_cleanup() {
 # session's scheduler autogroup: under sched_autogroup a process's nice only
 # counts within its session, and CPU is shared between sessions by their
 # autogroup's nice.
+# With BG_CPUS=LIST the process and its threads run only on those CPUs
+# (taskset -c LIST).
 start_bg() {
   local name=$1; shift
+  [[ -n ${BG_CPUS:-} ]] && set -- taskset -c "$BG_CPUS" "$@"
   # shellcheck disable=SC2016 # expanded by the inner bash
   setsid bash -c '[[ $0 != 0 ]] && echo "$0" >/proc/self/autogroup 2>/dev/null; exec nice -n "$0" "$@"' "${BG_NICE:-0}" "$@" \
     >"$WORK/logs/$name.log" 2>&1 &
