@@ -246,16 +246,28 @@ func (s *Server) readLoop(c *streamConn) {
 		if c.closeAfterWrite.Load() {
 			return
 		}
-		if d := c.pause; d > 0 {
-			c.pause = 0
-			t := time.NewTimer(d)
-			select {
-			case <-t.C:
-			case <-s.ctx.Done():
-				t.Stop()
-				return
-			}
+		if !s.waitPause(c) {
+			return
 		}
+	}
+}
+
+// waitPause waits out the pause a handler set on c's read goroutine (see
+// ratePause) before the read loop reads c again; false when the server
+// stops meanwhile.
+func (s *Server) waitPause(c *streamConn) bool {
+	d := c.pause
+	if d <= 0 {
+		return true
+	}
+	c.pause = 0
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-s.ctx.Done():
+		return false
 	}
 }
 

@@ -66,10 +66,21 @@ func (s *Server) handshakeDTLS(c *streamConn, dc *dtls.Conn) error {
 	return nil
 }
 
+// dtlsReadBufferSize is each DTLS association's read buffer: pion/dtls
+// reads a datagram into 8192 bytes (see maxDTLSMessage), so no record it
+// hands over is larger, and an idle association holds 8 KiB of umrouter's
+// own rather than 64.
+const dtlsReadBufferSize = 8192
+
 // readDatagrams reads a DTLS association: every record is one SIP message.
+// After a refusal for its gateway's rate the association is not read for a
+// while, as a TLS connection is (see ratePause): its datagrams wait in
+// pion's buffers, and past them are dropped, which an unreliable transport
+// allows (the gateway's retransmissions come later) rather than parsed and
+// refused as fast as they arrive.
 func (s *Server) readDatagrams(c *streamConn) {
 	defer s.dropConn(c)
-	buf := make([]byte, 65536)
+	buf := make([]byte, dtlsReadBufferSize)
 	for {
 		_ = c.conn.SetReadDeadline(time.Now().Add(s.cfg.Limits.IdleTimeout))
 		n, err := c.conn.Read(buf)
@@ -83,7 +94,7 @@ func (s *Server) readDatagrams(c *streamConn) {
 			continue // keep-alive (CRLF)
 		}
 		s.handleFrame(c, buf[:n])
-		if c.closeAfterWrite.Load() {
+		if c.closeAfterWrite.Load() || !s.waitPause(c) {
 			return
 		}
 	}

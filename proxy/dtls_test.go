@@ -154,3 +154,45 @@ func TestDTLSPicksUpACertificateSwapOnTheNextAssociation(t *testing.T) {
 		t.Fatal("the next DTLS association still got the old certificate")
 	}
 }
+
+// TestDTLSAssociationOverTheRateIsNotReadForAWhile: a DTLS association
+// refused for its gateway's rate is not read for a while, as a TLS
+// connection is (TestConnectionOverTheRateIsNotReadForAWhile), so a flood
+// over DTLS also costs one refusal per pause rather than one per datagram.
+func TestDTLSAssociationOverTheRateIsNotReadForAWhile(t *testing.T) {
+	uas := sipptest.StartUAS(t, sipptest.UASOptions{Scenario: "uas.xml"})
+	pki := newTestPKI(t)
+	cfg, plans := baseConfig(uas.Addr())
+	cfg.Limits.RequestsPerSecond = 1 // a burst of 2
+	cfg.Listen.DTLS = fmt.Sprintf("127.0.0.1:%d", freeUDPPort(t))
+	startProxy(t, pki, cfg, plans)
+	c, _, err := dialDTLS(t, cfg.Listen.DTLS, pki, &pki.gw.TLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ { // one record each: the third is over the rate
+		inv, _ := c.invite("12345")
+		c.send(inv)
+	}
+	var refusedAt time.Time
+	for refusedAt.IsZero() {
+		r := c.response(5 * time.Second)
+		if r.StatusCode == 503 && strings.Contains(fmt.Sprint(r.GetHeader("Warning")), "rate") {
+			refusedAt = time.Now()
+		}
+	}
+	c.send(optionsTo(c, ""))
+	for {
+		r := c.response(5 * time.Second)
+		if string(r.CSeq().MethodName) != "OPTIONS" {
+			continue // the admitted calls' answers
+		}
+		if r.StatusCode != 200 {
+			t.Fatalf("OPTIONS after the pause: %s", r.StartLine())
+		}
+		break
+	}
+	if waited := time.Since(refusedAt); waited < ratePause/2 {
+		t.Fatalf("the refused association was read again after %s, before its pause of at least %s", waited, ratePause/2)
+	}
+}
