@@ -61,15 +61,21 @@
 #                       accept; 127.0.0.10-127.0.0.40 makes it a flood from 31
 #                       hosts presenting gwb's certificate, which that cap
 #                       does not stop: see docs/SECURITY.md)
-#   --pin               stand in for gwb being another machine: gwb's
-#                       generators and the neighbour run on the first half
-#                       of the CPUs, umrouter, its backend and gwa's
-#                       generator on the other half (taskset on each
-#                       process, so on every thread). The neighbour's ratio
-#                       then says how well that isolates (near 1x: well).
-#                       Meant for 4 CPUs or more: on 2, umrouter, the
-#                       backend and gwa's generator share one CPU, which
-#                       raises even the quiet p99 (6.5 ms in a quick run)
+#   --isolate MODE      stand in for gwb being another machine, so that its
+#                       generators take from umrouter, its backend and gwa's
+#                       generator (the chain that serves and measures gwa's
+#                       calls) no CPU that a separate box would not:
+#                       rt    the chain runs at real-time priority (SCHED_RR
+#                             1, chrt), gwb's generators and the neighbour as
+#                             ordinary processes: they get only the CPU time
+#                             the chain leaves. Any number of CPUs; needs
+#                             CAP_SYS_NICE (root)
+#                       cpus  gwb's generators and the neighbour on the first
+#                             half of the CPUs, the chain on the other half
+#                             (taskset). For 4 CPUs or more: on 2, the chain
+#                             shares one CPU, which raises even the quiet p99
+#                       The neighbour's ratio shows whether the isolation
+#                       holds (near 1x or below: it does)
 #   --flood-nice N      niceness of gwb's load generators and of their sessions'
 #                       scheduler autogroups (default 0; 19: the flood takes
 #                       CPU from umrouter only as far as umrouter leaves it,
@@ -85,11 +91,11 @@
 set -eu
 
 NAME=fairness
-QUICK=0 PIN=0 REPS="" RATE_A=200 RPS=250 GWB_RPS="" CONN_RATE=20 FLOOD_CONNS=50 FLOOD_HS=8 FLOOD_NICE=0 FLOOD_HS_SRC=127.0.0.10
+QUICK=0 ISOLATE="" REPS="" RATE_A=200 RPS=250 GWB_RPS="" CONN_RATE=20 FLOOD_CONNS=50 FLOOD_HS=8 FLOOD_NICE=0 FLOOD_HS_SRC=127.0.0.10
 while (($#)); do
   case $1 in
     --quick) QUICK=1 ;;
-    --pin) PIN=1 ;;
+    --isolate) ISOLATE=${2:?--isolate takes rt or cpus}; shift ;;
     -r) REPS=${2:?-r needs a number}; shift ;;
     --rate) RATE_A=${2:?}; shift ;;
     --rps) RPS=${2:?}; shift ;;
@@ -114,13 +120,22 @@ done
 [[ $FLOOD_NICE =~ ^-?[0-9]+$ ]] || { echo "bench/fairness.sh: --flood-nice takes an integer" >&2; exit 2; }
 
 CONNS_A=4 FLOOD_INFLIGHT=4
-SUT_CPUS="" GWB_CPUS="" SUT_PIN=()
-if ((PIN)); then
-  (($(nproc) >= 2)) || { echo "bench/fairness.sh: --pin needs 2 CPUs or more" >&2; exit 2; }
-  half=$(($(nproc) / 2))
-  GWB_CPUS=0-$((half - 1)) SUT_CPUS=$half-$(($(nproc) - 1))
-  SUT_PIN=(taskset -c "$SUT_CPUS")
-fi
+# The chain (umrouter, backend, gwa's generator) and gwb's side (its
+# generators, the neighbour): start_bg's BG_CPUS / BG_RT for each side, and
+# the prefix of gwa's generator.
+CHAIN_CPUS="" CHAIN_RT="" GWB_CPUS="" GWA_PREFIX=()
+case $ISOLATE in
+  "") ;;
+  rt)
+    chrt -r 1 true 2>/dev/null || { echo "bench/fairness.sh: --isolate rt needs CAP_SYS_NICE (run as root)" >&2; exit 2; }
+    CHAIN_RT=1 GWA_PREFIX=(chrt -r 1) ;;
+  cpus)
+    (($(nproc) >= 2)) || { echo "bench/fairness.sh: --isolate cpus needs 2 CPUs or more" >&2; exit 2; }
+    half=$(($(nproc) / 2))
+    GWB_CPUS=0-$((half - 1)) CHAIN_CPUS=$half-$(($(nproc) - 1))
+    GWA_PREFIX=(taskset -c "$CHAIN_CPUS") ;;
+  *) echo "bench/fairness.sh: --isolate takes rt or cpus" >&2; exit 2 ;;
+esac
 if ((QUICK)); then DUR=8; FLOOD_CONNS=$((FLOOD_CONNS < 20 ? FLOOD_CONNS : 20)); else DUR=20; fi
 FLOOD_DUR=$((DUR + 5))
 # Bound: the build, then per repetition four loads and the margins of gwb's.
@@ -136,8 +151,8 @@ if [[ -n $GWB_RPS ]]; then
   "$WORK/bin/umrouter" config check "$WORK/umrouter.yaml" >/dev/null || die "umrouter rejects --gwb-rps $GWB_RPS"
 fi
 B_RPS=${GWB_RPS:-$RPS} # gwb's allowance
-BG_CPUS=$SUT_CPUS backend_start main
-BG_CPUS=$SUT_CPUS umrouter_start umrouter
+BG_CPUS=$CHAIN_CPUS BG_RT=$CHAIN_RT backend_start main
+BG_CPUS=$CHAIN_CPUS BG_RT=$CHAIN_RT umrouter_start umrouter
 # The neighbour: a second umrouter and UAS on the next ports, same
 # configuration (lib_init checked that these ports are free too).
 P_UMR2=$((P_UMR + 1)) P_BACKEND2=$((P_BACKEND + 1)) P_ADMIN2=$((P_ADMIN + 1))
@@ -163,7 +178,7 @@ log "umrouter pid $UMR_PID on 127.0.0.1:$P_UMR; backend on :$P_BACKEND; $(nproc)
 gwa_run() {
   local out=$WORK/results/$1.json others=$BACKEND_PID${2:+,$2}
   # shellcheck disable=SC2046 # client_args is a list of flags
-  "${SUT_PIN[@]}" "$UMLOAD" calls -target "127.0.0.1:$P_UMR" $(client_args gwa) -c "$CONNS_A" -rate "$RATE_A" \
+  "${GWA_PREFIX[@]}" "$UMLOAD" calls -target "127.0.0.1:$P_UMR" $(client_args gwa) -c "$CONNS_A" -rate "$RATE_A" \
     -n $((RATE_A * DUR)) -d "${DUR}s" -src 127.0.0.1 -pids "$UMR_PID" -other-pids "$others" >"$WORK/results/$1.out" 2>"$WORK/logs/$1.log" || true
   tail -1 "$WORK/results/$1.out" | jq -c . >"$out" 2>/dev/null || echo '{"error":"no result"}' >"$out"
   log "$1: gwa $(jq -r '"\(.calls_ok // 0) ok, \(.calls_failed // "?") failed, p50 \(.invite_200_ms.p50 // "?") ms, p99 \(.invite_200_ms.p99 // "?") ms"' "$out")"
@@ -276,12 +291,16 @@ elif [[ -n $RATIO ]] && awk -v r="$RATIO" 'BEGIN{exit !(r <= 2)}' && ((AFAIL == 
 else
   VERDICT="**not met**: p99 under flood ${RATIO:-?}× quiet (goal ≤ 2×), gwa failed calls $AFAIL, failed connections $ACONNF; gwb calling within its allowance alone makes it ${UQRATIO:-?}× quiet, and the flood ${BUSYRATIO:-?}× that; the same calls on a neighbour umrouter, sharing only the CPUs, make it ${NQRATIO:-?}× quiet"
 fi
+[[ -n $ISOLATE ]] && VERDICT+="; gwb isolated as another machine (--isolate $ISOLATE): the neighbour made gwa's p99 ${NQRATIO:-?}× quiet (near 1× or below: the isolation held)"
 {
   echo "## bench/fairness.sh results"
   echo
   echo "- $(date -u '+%Y-%m-%d %H:%M UTC'); umrouter built from the working tree at $BUILD_REV"
   echo "- $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(uname -sr), $(go version | cut -d' ' -f3); backend: umload uas"
-  echo "- gwa: $RATE_A calls/s over $CONNS_A connections for ${DUR}s; gwb: unpaced calls over $FLOOD_CONNS connections × $FLOOD_INFLIGHT in flight$( ((FLOOD_HS)) && echo ", and $FLOOD_HS concurrent new mutual-TLS handshakes + OPTIONS from $FLOOD_HS_SRC") for ${FLOOD_DUR}s$( ((FLOOD_NICE)) && echo " at niceness $FLOOD_NICE")$( ((PIN)) && echo "; pinned: gwb and the neighbour on CPUs $GWB_CPUS, umrouter, backend and gwa on CPUs $SUT_CPUS"); limits.requests_per_second $RPS per gateway$([[ -n $GWB_RPS ]] && echo " (gwb's own: $GWB_RPS)"), new_connections_per_second $CONN_RATE per address; $REPS repetition(s)$( ((QUICK)) && echo '; **--quick: indicative only**')"
+  echo "- gwa: $RATE_A calls/s over $CONNS_A connections for ${DUR}s; gwb: unpaced calls over $FLOOD_CONNS connections × $FLOOD_INFLIGHT in flight$( ((FLOOD_HS)) && echo ", and $FLOOD_HS concurrent new mutual-TLS handshakes + OPTIONS from $FLOOD_HS_SRC") for ${FLOOD_DUR}s$( ((FLOOD_NICE)) && echo " at niceness $FLOOD_NICE")$(case $ISOLATE in
+    rt) echo "; isolated (--isolate rt): umrouter, backend and gwa's generator at real-time priority (SCHED_RR 1), gwb's generators and the neighbour ordinary processes" ;;
+    cpus) echo "; isolated (--isolate cpus): gwb's generators and the neighbour on CPUs $GWB_CPUS, umrouter, backend and gwa's generator on CPUs $CHAIN_CPUS" ;;
+  esac); limits.requests_per_second $RPS per gateway$([[ -n $GWB_RPS ]] && echo " (gwb's own: $GWB_RPS)"), new_connections_per_second $CONN_RATE per address; $REPS repetition(s)$( ((QUICK)) && echo '; **--quick: indicative only**')"
   echo
   echo "| figure | value |"
   echo "|---|---|"

@@ -43,10 +43,12 @@ lib_cleanup() {
 # counts within its session, and CPU is shared between sessions by their
 # autogroup's nice.
 # With BG_CPUS=LIST the process and its threads run only on those CPUs
-# (taskset -c LIST).
+# (taskset -c LIST); with BG_RT=P they run at real-time priority P
+# (SCHED_RR, chrt: needs CAP_SYS_NICE).
 start_bg() {
   local name=$1; shift
   [[ -n ${BG_CPUS:-} ]] && set -- taskset -c "$BG_CPUS" "$@"
+  [[ -n ${BG_RT:-} ]] && set -- chrt -r "$BG_RT" "$@"
   # shellcheck disable=SC2016 # expanded by the inner bash
   setsid bash -c '[[ $0 != 0 ]] && echo "$0" >/proc/self/autogroup 2>/dev/null; exec nice -n "$0" "$@"' "${BG_NICE:-0}" "$@" \
     >"$WORK/logs/$name.log" 2>&1 &
