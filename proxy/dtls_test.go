@@ -174,25 +174,5 @@ func TestDTLSAssociationOverTheRateIsNotReadForAWhile(t *testing.T) {
 		inv, _ := c.invite("12345")
 		c.send(inv)
 	}
-	var refusedAt time.Time
-	for refusedAt.IsZero() {
-		r := c.response(5 * time.Second)
-		if r.StatusCode == 503 && strings.Contains(fmt.Sprint(r.GetHeader("Warning")), "rate") {
-			refusedAt = time.Now()
-		}
-	}
-	c.send(optionsTo(c, ""))
-	for {
-		r := c.response(5 * time.Second)
-		if string(r.CSeq().MethodName) != "OPTIONS" {
-			continue // the admitted calls' answers
-		}
-		if r.StatusCode != 200 {
-			t.Fatalf("OPTIONS after the pause: %s", r.StartLine())
-		}
-		break
-	}
-	if waited := time.Since(refusedAt); waited < ratePause/2 {
-		t.Fatalf("the refused association was read again after %s, before its pause of at least %s", waited, ratePause/2)
-	}
+	requireReadAfterPause(t, c, awaitRateRefusal(c))
 }

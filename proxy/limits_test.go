@@ -154,21 +154,34 @@ func TestConnectionOverTheRateIsNotReadForAWhile(t *testing.T) {
 		burst += inv
 	}
 	flooder.send(burst) // three new calls in one write: the third is over the rate
-	var refusedAt time.Time
-	for refusedAt.IsZero() {
-		r := flooder.response(5 * time.Second)
-		if r.StatusCode == 503 && strings.Contains(fmt.Sprint(r.GetHeader("Warning")), "rate") {
-			refusedAt = time.Now()
-		}
-	}
+	refusedAt := awaitRateRefusal(flooder)
 	// Another connection of the same gateway is read at once.
 	other.send(optionsTo(other, ""))
 	if r := other.response(5 * time.Second); r.StatusCode != 200 {
 		t.Fatalf("OPTIONS on another connection: %s", r.StartLine())
 	}
-	flooder.send(optionsTo(flooder, ""))
+	requireReadAfterPause(t, flooder, refusedAt)
+}
+
+// awaitRateRefusal reads c's responses until the 503 of a request refused
+// for its gateway's rate, and returns when it came.
+func awaitRateRefusal(c *sipClient) time.Time {
 	for {
-		r := flooder.response(5 * time.Second)
+		r := c.response(5 * time.Second)
+		if r.StatusCode == 503 && strings.Contains(fmt.Sprint(r.GetHeader("Warning")), "rate") {
+			return time.Now()
+		}
+	}
+}
+
+// requireReadAfterPause sends an OPTIONS on c, refused for its gateway's
+// rate at refusedAt, and requires its 200 (past the answers to earlier
+// requests) no sooner than the shortest pause, ratePause/2.
+func requireReadAfterPause(t *testing.T, c *sipClient, refusedAt time.Time) {
+	t.Helper()
+	c.send(optionsTo(c, ""))
+	for {
+		r := c.response(5 * time.Second)
 		if string(r.CSeq().MethodName) != "OPTIONS" {
 			continue // the admitted calls' answers
 		}
@@ -178,7 +191,7 @@ func TestConnectionOverTheRateIsNotReadForAWhile(t *testing.T) {
 		break
 	}
 	if waited := time.Since(refusedAt); waited < ratePause/2 {
-		t.Fatalf("the refused connection was read again after %s, before its pause of at least %s", waited, ratePause/2)
+		t.Fatalf("the refused %s connection was read again after %s, before its pause of at least %s", c.via, waited, ratePause/2)
 	}
 }
 
